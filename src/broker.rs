@@ -1,0 +1,139 @@
+//! The broker: one token request in, one token (or one OAuth error) out. No HTTP here; the
+//! handler in `http/` and the in-process benchmarks both call [`Broker::exchange`].
+
+use crate::client_auth::{self, AssertionRules, Role, VerifiedAssertion};
+use crate::clock::SharedClock;
+use crate::mint::{Act, MintSpec, TokenIssuer};
+use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
+use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
+use crate::replay::{AnyReplayStore, ReplayStore};
+use std::sync::Arc;
+
+pub struct Broker {
+    pub policy: Arc<Policy>,
+    pub tokens: TokenIssuer,
+    pub replay: AnyReplayStore,
+    pub clock: SharedClock,
+    pub rules: AssertionRules,
+    pub lifetimes: Lifetimes,
+}
+
+/// A token issued, with what the audit log records about it (never the token itself).
+#[derive(Debug)]
+pub struct Issued {
+    pub response: TokenResponse,
+    pub client_id: String,
+    pub sub: String,
+    pub aud: String,
+    pub jti: String,
+}
+
+/// What a grant handler hands to the policy decision and the mint.
+pub(crate) struct ExchangeContext<'p> {
+    /// The agent whose allowance applies: the client, or the actor of an exchange.
+    pub agent: &'p Agent,
+    pub sub: String,
+    pub act: Option<Act>,
+    /// For exchanges: the result is never wider or longer-lived than the subject token.
+    pub ceiling_scopes: Option<ScopeSet>,
+    pub ceiling_exp: Option<i64>,
+    /// `issued_token_type` (RFC 8693 §2.2.1), for exchanges only.
+    pub issued_token_type: Option<&'static str>,
+}
+
+impl Broker {
+    /// Run one token request through authentication, the grant, the policy and the mint.
+    pub async fn exchange(&self, req: &TokenRequest) -> Result<Issued, OAuthError> {
+        use crate::protocol::GrantRequest as G;
+        let now = self.clock.now_secs();
+        let ctx = match &req.grant {
+            G::ClientCredentials => crate::grants::client_credentials(self, req, now).await?,
+            G::JwtBearer { assertion } => crate::grants::jwt_bearer(self, req, assertion, now).await?,
+            G::TokenExchange { subject, actor, requested_token_type } => {
+                crate::grants::token_exchange(self, req, subject, actor.as_ref(), *requested_token_type, now)
+                    .await?
+            }
+        };
+        self.issue(req, ctx, now)
+    }
+
+    /// Verify an agent assertion in the given role; the `jti` is spent on success.
+    pub(crate) async fn verify_assertion(
+        &self,
+        assertion: &ClientAssertion,
+        client_id: Option<&str>,
+        role: Role,
+        now: i64,
+    ) -> Result<VerifiedAssertion<'_>, OAuthError> {
+        client_auth::verify(&assertion.0, client_id, &self.policy, &self.rules, &self.replay, now)
+            .await
+            .map_err(|e| {
+                tracing::debug!(role = ?role, reason = %e, "assertion refused");
+                e.to_oauth(role)
+            })
+    }
+
+    /// Client authentication (RFC 7523 §2.2), when the request carries a client assertion.
+    pub(crate) async fn authenticate_client(
+        &self,
+        req: &TokenRequest,
+        now: i64,
+    ) -> Result<Option<&Agent>, OAuthError> {
+        match &req.client_assertion {
+            None => Ok(None),
+            Some(a) => Ok(Some(
+                self.verify_assertion(a, req.client_id.as_deref(), Role::ClientAuth, now).await?.agent,
+            )),
+        }
+    }
+
+    fn issue(&self, req: &TokenRequest, ctx: ExchangeContext<'_>, now: i64) -> Result<Issued, OAuthError> {
+        let decision = Decision {
+            agent: ctx.agent,
+            resources: &req.resources,
+            audiences: &req.audiences,
+            requested: req.scope.as_ref(),
+            ceiling: ctx.ceiling_scopes.as_ref(),
+        };
+        let permit = decide(&self.policy, &decision, self.lifetimes).map_err(|d| d.to_oauth())?;
+        let lifetime = i64::try_from(permit.lifetime_secs).unwrap_or(i64::MAX);
+        let exp =
+            ctx.ceiling_exp.map_or(now.saturating_add(lifetime), |c| c.min(now.saturating_add(lifetime)));
+        if exp <= now {
+            return Err(OAuthError::invalid_request(
+                "the subject_token expires now; nothing is left to exchange",
+            ));
+        }
+        let spec = MintSpec {
+            sub: &ctx.sub,
+            aud: &permit.server.resource,
+            client_id: &ctx.agent.id,
+            scopes: &permit.scopes,
+            iat: now,
+            exp,
+            act: ctx.act.as_ref(),
+        };
+        let minted = self.tokens.mint(&spec).map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            OAuthError::server_error()
+        })?;
+        Ok(Issued {
+            response: TokenResponse {
+                access_token: minted.token,
+                token_type: "Bearer",
+                expires_in: exp - now,
+                scope: permit.scopes.to_string(),
+                issued_token_type: ctx.issued_token_type,
+            },
+            client_id: ctx.agent.id.clone(),
+            sub: ctx.sub,
+            aud: permit.server.resource.clone(),
+            jti: minted.jti,
+        })
+    }
+
+    /// Whether the replay store answers (for `/readyz`).
+    pub async fn ready(&self) -> bool {
+        self.replay.ping().await.is_ok()
+    }
+}

@@ -1,0 +1,274 @@
+//! Settings: a TOML file plus `AGENT_STS__SECTION__KEY` environment overrides, read with the
+//! `config` crate. Unknown keys (in the file or the environment) are refused.
+
+use crate::crypto::Alg;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub policy: PolicySettings,
+    #[serde(default)]
+    pub signing: SigningSettings,
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    #[serde(default)]
+    pub replay: ReplaySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
+    pub listen: String,
+    /// The canonical issuer URL: https (http only on loopback), no trailing slash. Used
+    /// byte-identically in metadata, in every token's `iss`, and as an accepted assertion `aud`.
+    pub issuer: Option<String>,
+    /// Largest accepted token request body.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads (default: one per CPU).
+    pub workers: Option<usize>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            issuer: None,
+            max_body_bytes: 16 * 1024,
+            workers: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// A policy file, or a directory whose `*.toml` files form the policy.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningSettings {
+    /// PEM (PKCS#8) private key that signs access tokens.
+    pub key_file: Option<PathBuf>,
+    pub alg: Alg,
+    /// Key id in the JWKS and token headers (default: the RFC 7638 thumbprint).
+    pub kid: Option<String>,
+    /// Public JWK files published in the JWKS besides the active key (key rotation).
+    pub additional_public_keys: Vec<PathBuf>,
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        SigningSettings { key_file: None, alg: Alg::ES256, kid: None, additional_public_keys: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    pub default_lifetime_secs: u64,
+    pub max_lifetime_secs: u64,
+    /// How far ahead an assertion's `exp` may be (plus the skew).
+    pub max_assertion_lifetime_secs: u64,
+    pub clock_skew_secs: u64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            default_lifetime_secs: 300,
+            max_lifetime_secs: 3600,
+            max_assertion_lifetime_secs: 300,
+            clock_skew_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayBackend {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySettings {
+    /// `redis` (default; required when several brokers share the load) or `memory`
+    /// (single process; the dev-mode default).
+    pub backend: Option<ReplayBackend>,
+    pub redis_url: String,
+    pub command_timeout_ms: u64,
+    pub key_prefix: String,
+    /// Most unexpired entries the in-memory store holds; past that it refuses (503).
+    pub memory_capacity: usize,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            backend: None,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            command_timeout_ms: 250,
+            key_prefix: "agent-sts:".into(),
+            memory_capacity: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Read `file` (if given) and the `AGENT_STS__*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        use config::{Config, Environment, File, FileFormat};
+        let mut builder = Config::builder();
+        if let Some(f) = file {
+            if !f.is_file() {
+                return Err(ConfigError(format!("{}: no such file", f.display())));
+            }
+            builder = builder.add_source(File::from(f).format(FileFormat::Toml).required(true));
+        }
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("AGENT_STS__")).collect();
+        builder = builder.add_source(
+            Environment::with_prefix("AGENT_STS")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("signing.additional_public_keys")
+                .source(Some(env)),
+        );
+        let cfg = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = cfg.try_deserialize().map_err(|e| ConfigError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let t = &self.tokens;
+        if t.default_lifetime_secs == 0 || t.default_lifetime_secs > t.max_lifetime_secs {
+            return Err(ConfigError(
+                "tokens.default_lifetime_secs must be between 1 and tokens.max_lifetime_secs".into(),
+            ));
+        }
+        if t.max_assertion_lifetime_secs == 0 {
+            return Err(ConfigError("tokens.max_assertion_lifetime_secs must be at least 1".into()));
+        }
+        if self.replay.command_timeout_ms == 0 {
+            return Err(ConfigError("replay.command_timeout_ms must be at least 1".into()));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError("server.max_body_bytes must be at least 1024".into()));
+        }
+        if let Some(issuer) = &self.server.issuer {
+            check_issuer(issuer)?;
+        }
+        Ok(())
+    }
+}
+
+/// RFC 8414 §2: the issuer is an https URL with no query or fragment; we also refuse a
+/// trailing slash, so the one string is byte-identical everywhere clients compare it.
+/// http is allowed only on a loopback host (development).
+pub fn check_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError(format!("server.issuer {issuer:?}: {why}"));
+    let url = url::Url::parse(issuer).map_err(|e| bad(&e.to_string()))?;
+    if issuer.ends_with('/') {
+        return Err(bad("must not end with a slash"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must have no query or fragment"));
+    }
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err(bad("must be https (http only on a loopback host)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn file_and_environment_overrides() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nissuer = \"https://sts.example\"\n[replay]\nbackend = \"memory\"\n")
+            .expect("write");
+        let s = Settings::load_from(
+            Some(&f),
+            env(&[
+                ("AGENT_STS__SERVER__LISTEN", "0.0.0.0:9999"),
+                ("AGENT_STS__TOKENS__MAX_LIFETIME_SECS", "600"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.server.listen, "0.0.0.0:9999");
+        assert_eq!(s.server.issuer.as_deref(), Some("https://sts.example"));
+        assert_eq!(s.tokens.max_lifetime_secs, 600);
+        assert_eq!(s.replay.backend, Some(ReplayBackend::Memory));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nlisten_addr = \"x\"\n").expect("write");
+        assert!(Settings::load_from(Some(&f), env(&[])).is_err());
+        assert!(Settings::load_from(None, env(&[("AGENT_STS__SERVER__PORT", "1")])).is_err());
+        assert!(Settings::load_from(None, env(&[("AGENT_STS__NOPE__X", "1")])).is_err());
+    }
+
+    #[test]
+    fn issuer_must_be_canonical() {
+        assert!(check_issuer("https://sts.example").is_ok());
+        assert!(check_issuer("https://sts.example/tenant").is_ok());
+        assert!(check_issuer("http://127.0.0.1:8080").is_ok());
+        assert!(check_issuer("https://sts.example/").is_err());
+        assert!(check_issuer("http://sts.example").is_err());
+        assert!(check_issuer("https://sts.example?x=1").is_err());
+        assert!(
+            Settings::load_from(None, env(&[("AGENT_STS__SERVER__ISSUER", "https://x.example/")])).is_err()
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693).
+//!
+//! The authenticated agent is the actor: by client assertion, by an `actor_token` that is
+//! its own assertion, or (when the subject is the agent's own assertion) by that assertion.
+//! The subject is, for now, either
+//! * an access token this broker issued (`access_token` or `jwt` type, `typ: at+jwt`): the
+//!   agent it was issued to re-scopes it for another server it may reach; scopes and
+//!   lifetime never exceed the subject token's; or
+//! * the agent's own assertion (`jwt` type).
+//!
+//! Per RFC 8693 §2.2.2 an invalid or unacceptable `subject_token`/`actor_token` is
+//! `invalid_request`.
+
+use crate::broker::{Broker, ExchangeContext};
+use crate::client_auth::Role;
+use crate::crypto::CompactJws;
+use crate::mint::{Act, MAX_ACT_DEPTH};
+use crate::policy::Agent;
+use crate::protocol::{
+    ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken, MAX_TOKEN_LEN,
+};
+
+const ISSUED: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+pub(crate) async fn token_exchange<'b>(
+    broker: &'b Broker,
+    req: &TokenRequest,
+    subject: &TypedToken,
+    actor_token: Option<&TypedToken>,
+    requested: Option<TokenType>,
+    now: i64,
+) -> Result<ExchangeContext<'b>, OAuthError> {
+    // RFC 8693 §2.1 requested_token_type: we issue access tokens (JWT) only.
+    if !matches!(requested, None | Some(TokenType::AccessToken) | Some(TokenType::Jwt)) {
+        return Err(OAuthError::invalid_request(
+            "requested_token_type: this broker issues access tokens only",
+        ));
+    }
+
+    // The actor: client authentication and/or actor_token, which must agree.
+    let client = broker.authenticate_client(req, now).await?;
+    let from_actor_token = match actor_token {
+        None => None,
+        Some(t) if t.token_type == TokenType::Jwt => {
+            let a = ClientAssertion(t.token.clone());
+            Some(broker.verify_assertion(&a, None, Role::ExchangeToken, now).await?.agent)
+        }
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "actor_token must be the agent's own assertion (urn:ietf:params:oauth:token-type:jwt)",
+            ))
+        }
+    };
+    let actor = match (client, from_actor_token) {
+        (Some(c), Some(a)) if c.id != a.id => {
+            return Err(OAuthError::invalid_request(
+                "actor_token names another agent than the authenticated client",
+            ))
+        }
+        (c, a) => c.or(a),
+    };
+
+    match subject.token_type {
+        TokenType::AccessToken => exchange_own_token(broker, &subject.token, actor, now),
+        TokenType::Jwt if is_access_token(&subject.token) => {
+            exchange_own_token(broker, &subject.token, actor, now)
+        }
+        TokenType::Jwt => {
+            let a = ClientAssertion(subject.token.clone());
+            let subject_agent = broker.verify_assertion(&a, None, Role::ExchangeToken, now).await?.agent;
+            if actor.is_some_and(|act| act.id != subject_agent.id) {
+                return Err(OAuthError::invalid_request(
+                    "the subject assertion names another agent than the actor; delegation between agents is not allowed",
+                ));
+            }
+            Ok(ExchangeContext {
+                agent: subject_agent,
+                sub: subject_agent.id.clone(),
+                act: Some(Act { sub: subject_agent.id.clone(), act: None }),
+                ceiling_scopes: None,
+                ceiling_exp: None,
+                issued_token_type: Some(ISSUED),
+            })
+        }
+        _ => Err(OAuthError::invalid_request(
+            "subject_token_type must be access_token (a token of this broker) or jwt (an agent assertion)",
+        )),
+    }
+}
+
+/// Whether the header says `typ: at+jwt` (RFC 9068 §2.1): our access tokens, not assertions.
+fn is_access_token(raw: &str) -> bool {
+    CompactJws::parse(raw, MAX_TOKEN_LEN)
+        .map(|j| j.header.typ.is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")))
+        .unwrap_or(false)
+}
+
+fn exchange_own_token<'b>(
+    broker: &'b Broker,
+    raw: &str,
+    actor: Option<&'b Agent>,
+    now: i64,
+) -> Result<ExchangeContext<'b>, OAuthError> {
+    let claims =
+        broker.tokens.verify_own(raw, now).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let actor = actor.ok_or_else(|| {
+        OAuthError::invalid_client(
+            "exchanging an access token needs the agent's client authentication (RFC 7523 §2.2)",
+        )
+    })?;
+    if actor.id != claims.client_id {
+        return Err(OAuthError::invalid_request(
+            "only the agent a subject_token was issued to may exchange it",
+        ));
+    }
+    let ceiling = ScopeSet::parse(&claims.scope)
+        .map_err(|_| OAuthError::invalid_request("subject_token scope is malformed"))?;
+    // RFC 8693 §4.1: the current actor outermost, prior actors nested. The same actor acting
+    // again is not a new hop.
+    let act = match claims.act {
+        Some(prior) if prior.sub == actor.id => prior,
+        prior => Act { sub: actor.id.clone(), act: prior.map(Box::new) },
+    };
+    if act.depth() > MAX_ACT_DEPTH {
+        return Err(OAuthError::invalid_request("the act chain is too deep"));
+    }
+    Ok(ExchangeContext {
+        agent: actor,
+        sub: claims.sub,
+        act: Some(act),
+        ceiling_scopes: Some(ceiling),
+        ceiling_exp: Some(claims.exp),
+        issued_token_type: Some(ISSUED),
+    })
+}

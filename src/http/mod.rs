@@ -1,0 +1,98 @@
+//! Routes only: thin handlers that parse, call one function, and map the error.
+
+mod health;
+mod metadata;
+mod token;
+
+use crate::broker::Broker;
+use crate::config::Settings;
+use crate::protocol::{ErrorCode, OAuthError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+pub(crate) struct AppState {
+    pub broker: Arc<Broker>,
+    pub max_body: usize,
+    /// Precomputed at start: the metadata document (RFC 8414) and the JWKS (RFC 7517).
+    pub metadata: web::Bytes,
+    pub jwks: web::Bytes,
+    pub www_authenticate: HeaderValue,
+}
+
+pub(crate) fn server(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    settings: &Settings,
+) -> std::io::Result<actix_web::dev::Server> {
+    let issuer = broker.tokens.issuer().to_string();
+    let state = web::Data::new(AppState {
+        metadata: metadata::document(&broker),
+        jwks: web::Bytes::from(broker.tokens.jwks().to_string()),
+        www_authenticate: HeaderValue::from_str(&format!(
+            "Bearer realm=\"{issuer}\", error=\"invalid_client\""
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_client\"")),
+        max_body: settings.server.max_body_bytes,
+        broker,
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/token", web::post().to(token::token))
+            .route("/.well-known/oauth-authorization-server", web::get().to(metadata::metadata))
+            .route("/.well-known/openid-configuration", web::get().to(metadata::metadata))
+            .route("/jwks.json", web::get().to(metadata::jwks))
+            .route("/authorize", web::route().to(metadata::authorize))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?;
+    if let Some(workers) = settings.server.workers {
+        server = server.workers(workers.max(1));
+    }
+    Ok(server.run())
+}
+
+async fn not_found() -> HttpResponse {
+    json_error(&OAuthError::invalid_request("no such endpoint"), None).customize_status(404)
+}
+
+trait CustomizeStatus {
+    fn customize_status(self, status: u16) -> HttpResponse;
+}
+
+impl CustomizeStatus for HttpResponse {
+    fn customize_status(mut self, status: u16) -> HttpResponse {
+        if let Ok(s) = actix_web::http::StatusCode::from_u16(status) {
+            *self.status_mut() = s;
+        }
+        self
+    }
+}
+
+/// An RFC 6749 §5.2 error response: JSON, `no-store`, `WWW-Authenticate` on 401 and
+/// `Retry-After` on 503.
+pub(crate) fn json_error(e: &OAuthError, www_authenticate: Option<&HeaderValue>) -> HttpResponse {
+    let status = actix_web::http::StatusCode::from_u16(e.code.status())
+        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    let mut res = HttpResponse::build(status);
+    res.insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .content_type("application/json");
+    match e.code {
+        ErrorCode::InvalidClient => {
+            let v = www_authenticate
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("Bearer error=\"invalid_client\""));
+            res.insert_header((header::WWW_AUTHENTICATE, v));
+        }
+        ErrorCode::TemporarilyUnavailable => {
+            res.insert_header((header::RETRY_AFTER, "1"));
+        }
+        _ => {}
+    }
+    res.body(e.to_json())
+}

@@ -1,0 +1,217 @@
+//! The `agent-sts` command: serve, policy check, keygen, assert.
+
+use agent_sts::clock::{Clock, SystemClock};
+use agent_sts::config::Settings;
+use agent_sts::crypto::{self, Alg, SigningKey};
+use agent_sts::policy::Policy;
+use agent_sts::startup::{Application, Mode};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "agent-sts",
+    version,
+    about = "Security token service for autonomous agents: signed assertions in, audience-bound MCP access tokens out."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve {
+        /// TOML configuration file (environment: AGENT_STS__SECTION__KEY overrides).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Development mode: no files needed (example policy, in-memory replay store,
+        /// ephemeral signing key). Never for production.
+        #[arg(long)]
+        dev: bool,
+        /// Override server.listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Override policy.path.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Write a key pair: PREFIX.pem (private, mode 0600) and PREFIX.jwk.json (public JWK).
+    /// Serves as an agent key or as the broker's signing key.
+    Keygen {
+        /// Path prefix of the files to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "ES256")]
+        alg: Alg,
+        /// Key id (default: the RFC 7638 thumbprint).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mint a client assertion (RFC 7523) for an agent and print it: pipe it into curl.
+    Assert {
+        /// The agent id (iss and sub).
+        #[arg(long)]
+        agent: String,
+        /// The agent's private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The broker's issuer URL (or its token endpoint URL): the assertion's aud.
+        #[arg(long)]
+        audience: String,
+        /// Key id to put in the header (default: none; the broker then picks the agent's
+        /// only key for the algorithm).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Algorithm (default: inferred from the key; RSA keys default to RS256).
+        #[arg(long)]
+        alg: Option<Alg>,
+        /// Seconds until exp.
+        #[arg(long, default_value_t = 60)]
+        lifetime_secs: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file or directory and print a summary.
+    Check { path: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, dev, listen, policy } => serve(config, dev, listen, policy),
+        Command::Policy { command: PolicyCommand::Check { path } } => match Policy::load(&path) {
+            Ok(p) => {
+                print!("{}", p.summary());
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Command::Keygen { out, alg, kid, force } => keygen(&out, alg, kid.as_deref(), force),
+        Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
+            assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent-sts: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    dev: bool,
+    listen: Option<String>,
+    policy: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(l) = listen {
+        settings.server.listen = l;
+    }
+    if let Some(p) = policy {
+        settings.policy.path = Some(p);
+    }
+    agent_sts::telemetry::init(settings.log.format);
+    let mode = if dev { Mode::Dev } else { Mode::Production };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    })
+}
+
+fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {
+    let pair = crypto::generate_key_pair(alg, kid).map_err(|e| e.to_string())?;
+    let pem_path = out.with_extension("pem");
+    let jwk_path = out.with_extension("jwk.json");
+    for p in [&pem_path, &jwk_path] {
+        if p.exists() && !force {
+            return Err(format!("{} exists (use --force to replace it)", p.display()));
+        }
+    }
+    write_private(&pem_path, pair.private_pem.0.as_bytes())?;
+    let jwk = serde_json::Value::Object(pair.public_jwk);
+    let pretty = serde_json::to_string_pretty(&jwk).map_err(|e| e.to_string())?;
+    std::fs::write(&jwk_path, format!("{pretty}\n")).map_err(|e| format!("{}: {e}", jwk_path.display()))?;
+    let toml_line: toml::Value = serde_json::from_value(jwk).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote {} (private key, keep it secret) and {} (public JWK)",
+        pem_path.display(),
+        jwk_path.display()
+    );
+    eprintln!("to register it for an agent, add this to the agent's `keys` in the policy:");
+    println!("{toml_line}");
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn assert_cmd(
+    agent: &str,
+    key: &std::path::Path,
+    audience: &str,
+    kid: Option<&str>,
+    alg: Option<Alg>,
+    lifetime: i64,
+) -> Result<(), String> {
+    if !(1..=3600).contains(&lifetime) {
+        return Err("--lifetime-secs must be between 1 and 3600".into());
+    }
+    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let alg = match alg {
+        Some(a) => a,
+        None => crypto::detect_alg(&pem)
+            .ok_or_else(|| format!("{}: not a PEM private key of a supported type", key.display()))?,
+    };
+    let signer = SigningKey::from_pem(alg, &pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
+    let now = SystemClock.now_secs();
+    let claims = serde_json::json!({
+        "iss": agent,
+        "sub": agent,
+        "aud": audience,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": crypto::random_id(),
+    });
+    let header = signer.encoded_header("JWT", kid.is_some());
+    let jwt = signer.sign_compact(&header, claims.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    println!("{jwt}");
+    Ok(())
+}
