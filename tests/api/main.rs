@@ -1,0 +1,12 @@
+//! Integration tests: the broker in-process on a free port, a real `redis-server` on another.
+
+mod assertion_checks;
+mod cli;
+mod client_credentials;
+mod discovery;
+mod helpers;
+mod jwt_bearer;
+mod redis_outage;
+mod replay;
+mod request_form;
+mod token_exchange;

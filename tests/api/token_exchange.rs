@@ -1,0 +1,234 @@
+//! `grant_type=urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693): an agent
+//! re-scopes a token of ours for another server it may reach, or exchanges its own
+//! assertion. Invalid subject/actor tokens are invalid_request (RFC 8693 §2.2.2).
+
+use crate::helpers::*;
+use serde_json::json;
+
+async fn exchange(app: &TestApp, subject: &str, subject_type: &str, extra: &[(&str, &str)]) -> Reply {
+    let mut p = vec![
+        ("grant_type", GRANT_TOKEN_EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", subject_type),
+    ];
+    p.extend_from_slice(extra);
+    app.post_token(&p).await
+}
+
+fn client_auth(a: &str) -> [(&str, &str); 2] {
+    [("client_assertion_type", CLIENT_ASSERTION_TYPE), ("client_assertion", a)]
+}
+
+#[tokio::test]
+async fn rescopes_our_token_for_another_server() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, Some("read write")).await;
+    let (_, subject_claims) = decode_unverified(&subject);
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    let r =
+        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "read write")])
+            .await;
+    r.assert_ok();
+    assert_eq!(r.body["issued_token_type"], TT_ACCESS_TOKEN);
+    assert_eq!(r.body["token_type"], "Bearer");
+    let (header, claims) = r.token_parts();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(claims["aud"], TICKETS);
+    assert_eq!(claims["sub"], "bot");
+    assert_eq!(claims["client_id"], "bot");
+    assert_eq!(claims["act"], json!({"sub": "bot"}), "the authenticated agent is the actor");
+    assert_eq!(claims["scope"], "read write");
+    assert!(claims["exp"].as_i64() <= subject_claims["exp"].as_i64(), "never outlives the subject token");
+}
+
+/// Scopes never wider than the subject token's (RFC 8693 §2.1 + policy): a scope the agent
+/// may have on the target but the subject token lacks is not granted.
+#[tokio::test]
+async fn rfc8693_scope_never_wider_than_subject() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, Some("read")).await;
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    let r =
+        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "read write")])
+            .await;
+    r.assert_ok();
+    assert_eq!(r.body["scope"], "read");
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    let r =
+        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "write")]).await;
+    r.assert_error(400, "invalid_scope");
+}
+
+/// Lifetime never longer than the subject token's remaining life.
+#[tokio::test]
+async fn rfc8693_lifetime_never_longer_than_subject() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, None).await;
+    app.clock.advance_secs(250);
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    let r = exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)]).await;
+    r.assert_ok();
+    let expires_in = r.body["expires_in"].as_i64().expect("expires_in");
+    assert!((1..=50).contains(&expires_in), "only the subject's remaining ~50 s, got {expires_in}");
+}
+
+/// RFC 8693 §2.2.2: an expired, forged, or foreign subject_token is invalid_request.
+#[tokio::test]
+async fn rfc8693_2_2_2_bad_subject_tokens_are_invalid_request() {
+    let app = TestApp::spawn().await;
+    let other_app = TestApp::spawn().await;
+    // Issued by another broker (another signing key and issuer).
+    let foreign = other_app.token_for("bot", DOCS, None).await;
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, &foreign, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+        .await
+        .assert_error(400, "invalid_request");
+    // Tampered.
+    let subject = app.token_for("bot", DOCS, None).await;
+    let mut parts: Vec<String> = subject.split('.').map(String::from).collect();
+    let (_, mut claims) = decode_unverified(&subject);
+    claims["scope"] = json!("read write");
+    parts[1] = agent_sts::crypto::b64url_encode(claims.to_string().as_bytes());
+    let tampered = parts.join(".");
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, &tampered, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+        .await
+        .assert_error(400, "invalid_request");
+    // Expired.
+    app.clock.advance_secs(301);
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    let r = exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)]).await;
+    r.assert_error(400, "invalid_request");
+    assert!(r.body["error_description"].as_str().unwrap_or_default().contains("expired"));
+    // Not a JWT at all.
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, "opaque-token", TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+/// Only the agent a token was issued to may exchange it (RFC 8693 §2.2.2: unacceptable
+/// based on policy ▶ invalid_request).
+#[tokio::test]
+async fn rfc8693_2_2_2_another_agents_token_is_invalid_request() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("other-bot", TICKETS, None).await;
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+        .await
+        .assert_error(400, "invalid_request");
+}
+
+/// Exchanging an access token needs the agent's authentication (RFC 6749 §5.2 invalid_client).
+#[tokio::test]
+async fn rfc6749_5_2_exchange_without_authentication_is_invalid_client() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, None).await;
+    exchange(&app, &subject, TT_ACCESS_TOKEN, &[("resource", TICKETS)])
+        .await
+        .assert_error(401, "invalid_client");
+}
+
+/// RFC 8707 / RFC 8693 §2.2.2: a target the actor may not reach is invalid_target.
+#[tokio::test]
+async fn rfc8693_2_2_2_unreachable_target_is_invalid_target() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, None).await;
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("audience", "unreached")])
+        .await
+        .assert_error(400, "invalid_target");
+}
+
+/// The agent's own assertion as the subject (token type jwt): the assertion authenticates.
+#[tokio::test]
+async fn the_agents_own_assertion_as_subject() {
+    let app = TestApp::spawn().await;
+    let subject = app.assertion("bot").sign();
+    let r = exchange(&app, &subject, TT_JWT, &[("resource", DOCS), ("scope", "write")]).await;
+    r.assert_ok();
+    assert_eq!(r.body["issued_token_type"], TT_ACCESS_TOKEN);
+    let (_, claims) = r.token_parts();
+    assert_eq!((claims["sub"].as_str(), claims["act"]["sub"].as_str()), (Some("bot"), Some("bot")));
+    // Spent: a second exchange with it is refused.
+    exchange(&app, &subject, TT_JWT, &[("resource", DOCS)]).await.assert_error(400, "invalid_request");
+}
+
+/// An `actor_token` (the agent's assertion) authenticates the actor instead of client auth;
+/// it must name the same agent as any client authentication.
+#[tokio::test]
+async fn rfc8693_actor_token_authenticates_the_actor() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, None).await;
+    let actor = app.assertion("bot").sign();
+    let r = exchange(
+        &app,
+        &subject,
+        TT_ACCESS_TOKEN,
+        &[("actor_token", &actor), ("actor_token_type", TT_JWT), ("resource", TICKETS)],
+    )
+    .await;
+    r.assert_ok();
+    let (actor, client) = (app.assertion("other-bot").sign(), app.assertion("bot").sign());
+    let [c1, c2] = client_auth(&client);
+    let r = exchange(
+        &app,
+        &subject,
+        TT_ACCESS_TOKEN,
+        &[c1, c2, ("actor_token", &actor), ("actor_token_type", TT_JWT), ("resource", TICKETS)],
+    )
+    .await;
+    r.assert_error(400, "invalid_request");
+}
+
+/// RFC 8693 §2.2.2: unsupported token types are invalid_request.
+#[tokio::test]
+async fn rfc8693_2_2_2_unsupported_token_types_are_invalid_request() {
+    let app = TestApp::spawn().await;
+    let subject = app.token_for("bot", DOCS, None).await;
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(&app, &subject, "urn:ietf:params:oauth:token-type:id_token", &[c1, c2, ("resource", TICKETS)])
+        .await
+        .assert_error(400, "invalid_request");
+    let a = app.assertion("bot").sign();
+    let [c1, c2] = client_auth(&a);
+    exchange(
+        &app,
+        &subject,
+        TT_ACCESS_TOKEN,
+        &[
+            c1,
+            c2,
+            ("resource", TICKETS),
+            ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token"),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+/// A chain of exchanges keeps one actor entry per distinct actor, outermost = current.
+#[tokio::test]
+async fn repeated_exchange_by_the_same_actor_does_not_grow_act() {
+    let app = TestApp::spawn().await;
+    let mut token = app.token_for("bot", DOCS, None).await;
+    for target in [TICKETS, DOCS, TICKETS] {
+        let a = app.assertion("bot").sign();
+        let [c1, c2] = client_auth(&a);
+        let r = exchange(&app, &token, TT_ACCESS_TOKEN, &[c1, c2, ("resource", target)]).await;
+        r.assert_ok();
+        token = r.access_token().to_string();
+    }
+    assert_eq!(decode_unverified(&token).1["act"], json!({"sub": "bot"}));
+}
