@@ -58,6 +58,13 @@ impl fmt::Display for Alg {
 }
 
 /// An algorithm name that is not on the allow-list.
+///
+/// ```
+/// use agent_sts::crypto::Alg;
+/// assert_eq!("EdDSA".parse::<Alg>().unwrap(), Alg::EdDSA);
+/// assert!("none".parse::<Alg>().is_err());
+/// assert!("HS256".parse::<Alg>().is_err());
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("algorithm {0:?} is not accepted (allowed: ES256, ES384, EdDSA, RS256, PS256)")]
 pub struct UnsupportedAlg(pub String);

@@ -21,6 +21,14 @@ pub struct InvalidScope;
 impl ScopeSet {
     /// Parse a space-separated scope string. Runs of spaces are tolerated; every token must
     /// match `1*( %x21 / %x23-5B / %x5D-7E )`.
+    ///
+    /// ```
+    /// use agent_sts::protocol::ScopeSet;
+    /// let requested = ScopeSet::parse("write read  admin").unwrap();
+    /// let allowed = ScopeSet::parse("read write").unwrap();
+    /// assert_eq!(requested.intersection(&allowed).to_string(), "read write");
+    /// assert!(ScopeSet::parse("quote\"d").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Self, InvalidScope> {
         let mut set = BTreeSet::new();
         for tok in s.split(' ').filter(|t| !t.is_empty()) {
