@@ -1,0 +1,284 @@
+//! Criterion benchmarks of every piece on the token endpoint's hot path, on realistic inputs
+//! built once outside the timed loop, plus the cryptographic floor they are compared with.
+//!
+//! ```text
+//! cargo bench --bench hot_path                 # everything, about 2 minutes
+//! cargo bench --bench hot_path -- exchange     # a filter, as usual with criterion
+//! ```
+//!
+//! Groups:
+//! * `assertion_check/{es256,eddsa,rs256}`: `client_auth::check` (steps 1–6, no replay).
+//! * `mint/es256`: `TokenIssuer::mint` (claims, serialize, sign).
+//! * `policy/decide`: the policy decision for one resource and a requested scope.
+//! * `form/parse_client_credentials`: `TokenRequest::parse` on an MCP SDK body.
+//! * `exchange/*`: form bytes ▶ `TokenRequest::parse` ▶ `Broker::exchange` ▶ JSON, in process,
+//!   in-memory replay store, a fresh assertion (unique `jti`) per iteration, signed outside
+//!   the timed part.
+//! * `floor/*`: josekit (OpenSSL) ES256 verify and sign alone, on the same keys: what one
+//!   client_credentials exchange cannot go below.
+//!
+//! At the end a summary prints our exchange beside the floor and their ratio (target ≤ 1.4×,
+//! issue 3), read back from criterion's `estimates.json`.
+
+mod common;
+
+use agent_sts::broker::Broker;
+use agent_sts::client_auth::{self, AssertionRules};
+use agent_sts::clock::{SharedClock, SystemClock};
+use agent_sts::crypto::{Alg, SigningKey};
+use agent_sts::mint::{MintSpec, TokenIssuer};
+use agent_sts::policy::{decide, Decision, Lifetimes, Policy};
+use agent_sts::protocol::{ScopeSet, TokenRequest};
+use agent_sts::replay::{AnyReplayStore, MemoryStore};
+use common::{AgentKey, DOCS, SCOPE, TICKETS};
+use criterion::{BatchSize, Criterion};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ISSUER: &str = "https://sts.example.com";
+
+/// Everything the benches share, built once.
+struct Fixture {
+    es256: AgentKey,
+    eddsa: AgentKey,
+    rs256: AgentKey,
+    broker: Broker,
+    /// The broker's signing key as PEM, for the josekit floor bench.
+    broker_pem: String,
+    now: i64,
+}
+
+fn fixture() -> Fixture {
+    let es256 = AgentKey::generate("https://agents.example.com/billing-reconciler-es256", Alg::ES256);
+    let eddsa = AgentKey::generate("https://agents.example.com/billing-reconciler-eddsa", Alg::EdDSA);
+    let rs256 = AgentKey::generate("https://agents.example.com/billing-reconciler-rs256", Alg::RS256);
+    let toml = common::policy_toml(&[&es256, &eddsa, &rs256]);
+    let policy = Policy::from_sources(&[("bench.toml".into(), toml)]).expect("bench policy loads");
+    let pair = agent_sts::crypto::generate_key_pair(Alg::ES256, None).expect("broker key");
+    let key = SigningKey::from_pem(Alg::ES256, pair.private_pem.0.as_bytes(), None).expect("load broker key");
+    let tokens = TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer");
+    let clock: SharedClock = Arc::new(SystemClock);
+    let broker = Broker {
+        policy: Arc::new(policy),
+        tokens,
+        // Capacity well above what a run spends: a full store would refuse (503).
+        replay: AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())),
+        rules: AssertionRules {
+            audiences: [ISSUER.to_string(), format!("{ISSUER}/token")],
+            max_lifetime_secs: 300,
+            skew_secs: 60,
+        },
+        lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
+        clock,
+    };
+    let now = broker.clock.now_secs();
+    Fixture { es256, eddsa, rs256, broker, broker_pem: pair.private_pem.0, now }
+}
+
+fn bench_check(c: &mut Criterion, f: &Fixture) {
+    let mut g = c.benchmark_group("assertion_check");
+    for (name, agent) in [("es256", &f.es256), ("eddsa", &f.eddsa), ("rs256", &f.rs256)] {
+        // The SDKs' lifetime: exp = iat + 300. `check` does not spend the jti, so one
+        // assertion serves every iteration.
+        let raw = agent.assertion(ISSUER, f.now, 300);
+        client_auth::check(&raw, None, &f.broker.policy, &f.broker.rules, f.now).expect("assertion passes");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                client_auth::check(black_box(&raw), None, &f.broker.policy, &f.broker.rules, f.now)
+                    .expect("assertion passes")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_mint(c: &mut Criterion, f: &Fixture) {
+    let scopes = ScopeSet::parse(SCOPE).expect("scope");
+    let spec = MintSpec {
+        sub: &f.es256.id,
+        aud: DOCS,
+        client_id: &f.es256.id,
+        scopes: &scopes,
+        iat: f.now,
+        exp: f.now + 300,
+        act: None,
+    };
+    c.bench_function("mint/es256", |b| b.iter(|| f.broker.tokens.mint(black_box(&spec)).expect("mint")));
+}
+
+fn bench_decide(c: &mut Criterion, f: &Fixture) {
+    let agent = f.broker.policy.agent(&f.es256.id).expect("agent");
+    let resources = vec![DOCS.to_string()];
+    let requested = ScopeSet::parse(SCOPE).expect("scope");
+    let d =
+        Decision { agent, resources: &resources, audiences: &[], requested: Some(&requested), ceiling: None };
+    decide(&f.broker.policy, &d, f.broker.lifetimes).expect("permit");
+    c.bench_function("policy/decide", |b| {
+        b.iter(|| decide(&f.broker.policy, black_box(&d), f.broker.lifetimes).expect("permit"))
+    });
+}
+
+fn bench_parse(c: &mut Criterion, f: &Fixture) {
+    let body = common::client_credentials_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS);
+    eprintln!("form/parse_client_credentials: body is {} bytes", body.len());
+    c.bench_function("form/parse_client_credentials", |b| {
+        b.iter(|| TokenRequest::parse(black_box(body.as_bytes()), false).expect("parses"))
+    });
+}
+
+/// Form bytes ▶ parse ▶ exchange ▶ JSON body: what the HTTP handler does, minus HTTP.
+async fn exchange_once(broker: &Broker, body: &[u8]) -> Vec<u8> {
+    let req = TokenRequest::parse(body, false).expect("parses");
+    let issued = broker.exchange(&req).await.expect("token issued");
+    serde_json::to_vec(&issued.response).expect("JSON")
+}
+
+fn bench_exchange(c: &mut Criterion, f: &Fixture) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let broker = &f.broker;
+    // A subject token of ours, for token exchange (nothing spends it; the assertion is fresh).
+    let scopes = ScopeSet::parse(SCOPE).expect("scope");
+    let subject = broker
+        .tokens
+        .mint(&MintSpec {
+            sub: &f.es256.id,
+            aud: DOCS,
+            client_id: &f.es256.id,
+            scopes: &scopes,
+            iat: f.now,
+            exp: f.now + 3600,
+            act: None,
+        })
+        .expect("subject token")
+        .token;
+
+    let mut g = c.benchmark_group("exchange");
+    type Body<'a> = Box<dyn Fn() -> String + 'a>;
+    let cases: [(&str, Body); 5] = [
+        (
+            "client_credentials_es256",
+            Box::new(|| common::client_credentials_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS)),
+        ),
+        (
+            "client_credentials_eddsa",
+            Box::new(|| common::client_credentials_body(&f.eddsa.assertion(ISSUER, f.now, 300), DOCS)),
+        ),
+        (
+            "client_credentials_rs256",
+            Box::new(|| common::client_credentials_body(&f.rs256.assertion(ISSUER, f.now, 300), DOCS)),
+        ),
+        (
+            "jwt_bearer_es256",
+            Box::new(|| common::jwt_bearer_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS)),
+        ),
+        (
+            "token_exchange_es256",
+            Box::new(|| {
+                common::token_exchange_body(&subject, &f.es256.assertion(ISSUER, f.now, 300), TICKETS)
+            }),
+        ),
+    ];
+    for (name, make) in &cases {
+        rt.block_on(exchange_once(broker, make().as_bytes()));
+        g.bench_function(*name, |b| {
+            // Setup (signing a fresh assertion with a unique jti) is not timed.
+            b.to_async(&rt).iter_batched(
+                make,
+                |body| async move { exchange_once(broker, body.as_bytes()).await },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+fn bench_floor(c: &mut Criterion, f: &Fixture) {
+    use josekit::jwk::Jwk;
+    use josekit::jws::{JwsSigner, JwsVerifier, ES256};
+    let jwk = Jwk::from_map(f.es256.public_jwk.clone()).expect("agent JWK");
+    let verifier = ES256.verifier_from_jwk(&jwk).expect("verifier");
+    let signer = ES256.signer_from_pem(f.broker_pem.as_bytes()).expect("signer");
+    // The same inputs the broker handles: an SDK assertion in, a token-sized payload out.
+    let assertion = f.es256.assertion(ISSUER, f.now, 300);
+    let (input, sig) = assertion.rsplit_once('.').expect("three parts");
+    let sig = agent_sts::crypto::b64url_decode(sig).expect("base64url");
+    let token = f.broker.tokens.mint(&example_spec(f)).expect("mint").token;
+    let (to_sign, _) = token.rsplit_once('.').expect("three parts");
+    verifier.verify(input.as_bytes(), &sig).expect("floor verify");
+
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("es256_verify", |b| {
+        b.iter(|| verifier.verify(black_box(input.as_bytes()), black_box(&sig)).expect("verifies"))
+    });
+    g.bench_function("es256_sign", |b| b.iter(|| signer.sign(black_box(to_sign.as_bytes())).expect("signs")));
+    g.bench_function("es256_verify_plus_sign", |b| {
+        b.iter(|| {
+            verifier.verify(black_box(input.as_bytes()), black_box(&sig)).expect("verifies");
+            signer.sign(black_box(to_sign.as_bytes())).expect("signs")
+        })
+    });
+    g.finish();
+}
+
+fn example_spec(f: &Fixture) -> MintSpec<'_> {
+    static SCOPES: std::sync::OnceLock<ScopeSet> = std::sync::OnceLock::new();
+    MintSpec {
+        sub: &f.es256.id,
+        aud: DOCS,
+        client_id: &f.es256.id,
+        scopes: SCOPES.get_or_init(|| ScopeSet::parse(SCOPE).expect("scope")),
+        iat: f.now,
+        exp: f.now + 300,
+        act: None,
+    }
+}
+
+/// Criterion's point estimate (ns) of one bench, from its `new/estimates.json`.
+fn estimate_ns(group: &str, name: &str) -> Option<f64> {
+    let home = std::env::var_os("CRITERION_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| "target".into());
+        target.join("criterion")
+    });
+    let text =
+        std::fs::read_to_string(home.join(group).join(name).join("new").join("estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn summary() {
+    let floor = estimate_ns("floor", "es256_verify_plus_sign");
+    let verify = estimate_ns("floor", "es256_verify");
+    let sign = estimate_ns("floor", "es256_sign");
+    let ours = estimate_ns("exchange", "client_credentials_es256");
+    println!("\n== issue 3: one client_credentials exchange against the crypto floor (medians) ==");
+    let us = |v: Option<f64>| v.map_or("n/a (not run)".to_string(), |ns| format!("{:.1} µs", ns / 1000.0));
+    println!("  floor: josekit ES256 verify        {}", us(verify));
+    println!("  floor: josekit ES256 sign          {}", us(sign));
+    println!("  floor: verify + sign               {}", us(floor));
+    println!("  ours:  parse + exchange (memory)   {}", us(ours));
+    if let (Some(fl), Some(o)) = (floor, ours) {
+        let ratio = o / fl;
+        let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
+        println!("  ratio: {ratio:.2}× the floor ({verdict} the 1.4× target; in process, no HTTP, no Redis)");
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(800))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40)
+        .configure_from_args();
+    let f = fixture();
+    bench_floor(&mut c, &f);
+    bench_exchange(&mut c, &f);
+    bench_check(&mut c, &f);
+    bench_mint(&mut c, &f);
+    bench_decide(&mut c, &f);
+    bench_parse(&mut c, &f);
+    c.final_summary();
+    summary();
+}
