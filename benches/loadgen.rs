@@ -1,0 +1,883 @@
+//! The agent-sts load generator: a real broker process, a real token endpoint, loopback HTTP.
+//!
+//! ```text
+//! cargo build --release                                   # the broker binary it drives
+//! cargo bench --bench loadgen -- --replay redis           # client_credentials, Redis replay
+//! cargo bench --bench loadgen -- --replay redis --half-peak
+//! cargo bench --bench loadgen -- --mode token-exchange --replay memory
+//! cargo bench --bench loadgen -- --help
+//! ```
+//!
+//! What it does, in order:
+//! 1. writes a temporary policy (fresh agent keys), broker signing key and config TOML;
+//!    with `--replay redis` starts its own `redis-server` on a free loopback port;
+//! 2. spawns `agent-sts serve --config …` (issuer `http://127.0.0.1:<port>`, `RUST_LOG=warn`
+//!    unless `--broker-log`) and times the cold start: spawn ▶ first 200 from `GET /readyz`;
+//! 3. per phase, pre-generates every request before the clock starts: one fresh assertion
+//!    each (unique `jti`, `exp = iat + 60`), signed with the library, framed as HTTP/1.1 bytes;
+//! 4. drives `POST /token` with `--connections` keep-alive connections for `--warmup-secs` (not
+//!    counted) then `--duration-secs`, unlimited or paced at `--rate` req/s; every response
+//!    must be 200 with an `access_token`; anything else is counted by status and `error`;
+//! 5. reports requests/s, latency percentiles, the broker's CPU seconds per successful
+//!    exchange (utime + stime from `/proc/<pid>/stat`, sampled at the window's edges), its
+//!    peak RSS (`VmHWM`), and the cold start.
+//!
+//! The client is a minimal HTTP/1.1 client on one tokio thread so that it takes as little
+//! of the shared CPU as possible; its own CPU time is reported too. Everything listens on
+//! 127.0.0.1; every child process is killed when this process exits, fails or panics.
+
+mod common;
+
+use agent_sts::crypto::{self, Alg};
+use clap::{Parser, ValueEnum};
+use common::{AgentKey, DOCS, TICKETS};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Assertions live at most this long (issue 3: `exp` ≤ 60 s).
+const ASSERTION_LIFETIME_SECS: i64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GrantMode {
+    /// `client_credentials` with a client assertion (RFC 7523 §2.2).
+    ClientCredentials,
+    /// The assertion is the grant (RFC 7523 §2.1).
+    JwtBearer,
+    /// Re-scope an access token of ours for the other server (RFC 8693), with a fresh client
+    /// assertion; subject tokens are obtained before the timed window.
+    TokenExchange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Replay {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Drive a real agent-sts broker over loopback and measure it (issue 3).")]
+struct Args {
+    #[arg(long, value_enum, default_value = "client-credentials")]
+    mode: GrantMode,
+    /// Replay store of the broker; `redis` starts a private redis-server.
+    #[arg(long, value_enum, default_value = "memory")]
+    replay: Replay,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Length of the measured window.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Traffic before the measured window, not counted (connections, caches, allocator).
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+    /// Pace requests at this many per second (all connections together); default: as fast
+    /// as the broker answers.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// After the first (peak) window, run a second one paced at half the measured peak
+    /// (the issue's latency target is p99 at half of peak throughput).
+    #[arg(long)]
+    half_peak: bool,
+    /// Requests to pre-generate for an unpaced window (default: 15000 per second of warm-up
+    /// plus window). A window that runs out ends early and says so.
+    #[arg(long)]
+    assertions: Option<usize>,
+    /// Number of agents in the policy; requests rotate over them.
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// Agents' key algorithm.
+    #[arg(long, default_value = "ES256")]
+    alg: Alg,
+    /// RUST_LOG of the broker. `warn` (default) leaves out the per-request audit line;
+    /// `info` measures with audit logging on (written to a file in the temp directory).
+    #[arg(long, default_value = "warn")]
+    broker_log: String,
+    /// server.workers of the broker (default: its own default, one per CPU).
+    #[arg(long)]
+    broker_workers: Option<usize>,
+    /// Print the results as one JSON object too.
+    #[arg(long)]
+    json: bool,
+    /// `cargo bench` passes `--bench`; accepted and ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        // Children are killed by their guards, which have been dropped by now.
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A child process that is killed (and reaped) when the guard goes out of scope: on
+/// success, on error and on panic.
+struct ChildGuard {
+    name: &'static str,
+    child: Child,
+}
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            if let Err(e) = self.child.kill() {
+                eprintln!("loadgen: could not stop {} (pid {}): {e}", self.name, self.child.id());
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn broker_binary() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("AGENT_STS_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("AGENT_STS_BIN={} is not a file", p.display()).into())
+        };
+    }
+    // This binary is target/release/deps/loadgen-<hash>; the broker is target/release/agent-sts.
+    let exe = std::env::current_exe()?;
+    let candidate = exe.parent().and_then(Path::parent).map(|d| d.join("agent-sts"));
+    match candidate {
+        Some(p) if p.is_file() => Ok(p),
+        _ => {
+            Err("the broker binary is missing: run `cargo build --release` first (or set AGENT_STS_BIN)"
+                .into())
+        }
+    }
+}
+
+fn start_redis(port: u16) -> Result<ChildGuard, Error> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "--replay redis needs `redis-server` on PATH (apt-get install redis-server)".to_string()
+            }
+            _ => format!("cannot start redis-server: {e}"),
+        })?;
+    let mut guard = ChildGuard { name: "redis-server", child };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = guard.exited() {
+            return Err(format!("redis-server exited at start ({status})").into());
+        }
+        if redis_ping(port).is_ok() {
+            return Ok(guard);
+        }
+        if Instant::now() > deadline {
+            return Err("redis-server did not answer PING within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn redis_ping(port: u16) -> Result<(), Error> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf)?;
+    if buf[..n].starts_with(b"+PONG") {
+        Ok(())
+    } else {
+        Err("no PONG".into())
+    }
+}
+
+/// The status code of `GET path` (blocking, one connection, `Connection: close`).
+fn http_get_status(port: u16, path: &str) -> Result<u16, Error> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_nodelay(true)?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        let n = s.read(&mut buf[got..])?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let line = std::str::from_utf8(&buf[..got]).unwrap_or("");
+    line.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| "not an HTTP response".into())
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: &str) -> Result<f64, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = stat.rsplit_once(')').ok_or("malformed /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).ok_or("no utime")?.parse::<u64>()? + f.get(12).ok_or("no stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
+/// Busy CPU seconds of the whole machine (all CPUs), from the first line of `/proc/stat`.
+fn machine_busy_secs() -> Result<f64, Error> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy: u64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    Ok(busy as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// A line of `/proc/<pid>/status` in KiB (e.g. `VmHWM`, `VmRSS`).
+fn status_kib(pid: &str, field: &str) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).ok_or_else(|| format!("no {field}"))?;
+    let v = line.split_whitespace().nth(1).ok_or("malformed status line")?;
+    Ok(v.parse()?)
+}
+
+/// Everything the run needs on disk, in a directory removed at exit.
+struct Setup {
+    dir: tempfile::TempDir,
+    agents: Vec<AgentKey>,
+    config: PathBuf,
+    log: PathBuf,
+    port: u16,
+    issuer: String,
+}
+
+fn write_setup(args: &Args, redis_port: Option<u16>) -> Result<Setup, Error> {
+    let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-").tempdir()?;
+    let agents: Vec<AgentKey> = (0..args.agents.max(1))
+        .map(|i| AgentKey::generate(&format!("https://agents.example.com/loadgen-agent-{i}"), args.alg))
+        .collect();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, common::policy_toml(&agents.iter().collect::<Vec<_>>()))?;
+    let signing = dir.path().join("signing.pem");
+    let pair = crypto::generate_key_pair(Alg::ES256, None)?;
+    std::fs::write(&signing, pair.private_pem.0.as_bytes())?;
+    let port = free_port()?;
+    let issuer = format!("http://127.0.0.1:{port}");
+    let replay = match redis_port {
+        Some(p) => format!("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{p}\"\n"),
+        None => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
+    };
+    let workers = args.broker_workers.map_or(String::new(), |w| format!("workers = {w}\n"));
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nissuer = \"{issuer}\"\n{workers}\n\
+             [policy]\npath = {policy:?}\n\n[signing]\nkey_file = {signing:?}\nalg = \"ES256\"\n\n\
+             [replay]\n{replay}"
+        ),
+    )?;
+    let log = dir.path().join("broker.log");
+    Ok(Setup { dir, agents, config, log, port, issuer })
+}
+
+fn spawn_broker(bin: &Path, setup: &Setup, log_filter: &str) -> Result<(ChildGuard, Instant), Error> {
+    let log = std::fs::File::create(&setup.log)?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg("--config").arg(&setup.config);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AGENT_STS__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", log_filter).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    let started = Instant::now();
+    let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    Ok((ChildGuard { name: "agent-sts", child }, started))
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Spawn ▶ the first 200 from `/readyz`.
+fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Result<Duration, Error> {
+    let deadline = started + Duration::from_secs(15);
+    loop {
+        if let Some(status) = broker.exited() {
+            return Err(format!("the broker exited at start ({status}):\n{}", log_tail(&setup.log)).into());
+        }
+        if let Ok(200) = http_get_status(setup.port, "/readyz") {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("/readyz did not answer 200 within 15 s:\n{}", log_tail(&setup.log)).into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A complete HTTP/1.1 `POST /token` request.
+fn frame(port: u16, body: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Accept: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body.as_bytes());
+    r
+}
+
+/// Pre-generate `n` requests (each with a fresh assertion), on every core, before any clock
+/// starts.
+fn generate(args: &Args, setup: &Setup, subjects: &[String], n: usize) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(2, |p| p.get()).min(n.max(1));
+    let chunk = n.div_ceil(threads.max(1));
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let now = agent_sts::clock::Clock::now_secs(&agent_sts::clock::SystemClock);
+                    let range = (t * chunk)..((t + 1) * chunk).min(n);
+                    range
+                        .map(|i| {
+                            let agent_idx = i % setup.agents.len();
+                            let a = setup.agents[agent_idx].assertion(
+                                &setup.issuer,
+                                now,
+                                ASSERTION_LIFETIME_SECS,
+                            );
+                            let body = match args.mode {
+                                GrantMode::ClientCredentials => common::client_credentials_body(&a, DOCS),
+                                GrantMode::JwtBearer => common::jwt_bearer_body(&a, DOCS),
+                                GrantMode::TokenExchange => {
+                                    // Subject tokens are per agent: only its owner may exchange one.
+                                    let per_agent = subjects.len() / setup.agents.len();
+                                    let k = agent_idx
+                                        + setup.agents.len() * ((i / setup.agents.len()) % per_agent);
+                                    common::token_exchange_body(&subjects[k], &a, TICKETS)
+                                }
+                            };
+                            frame(setup.port, &body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            out.extend(h.join().expect("generator thread"));
+        }
+    });
+    out
+}
+
+/// One HTTP response: status, and the body (borrowed from the connection's buffer).
+struct Response<'a> {
+    status: u16,
+    body: &'a [u8],
+    close: bool,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A keep-alive HTTP/1.1 connection with just enough parsing for our responses.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(port: u16) -> std::io::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::with_capacity(4096) })
+    }
+
+    async fn roundtrip(&mut self, request: &[u8]) -> std::io::Result<Response<'_>> {
+        use std::io::{Error as IoError, ErrorKind};
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        let head_end = loop {
+            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
+                break p + 4;
+            }
+            if self.read_more().await? == 0 {
+                return Err(IoError::new(ErrorKind::UnexpectedEof, "connection closed"));
+            }
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end])
+            .map_err(|_| IoError::new(ErrorKind::InvalidData, "non-UTF-8 head"))?;
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| IoError::new(ErrorKind::InvalidData, "bad status line"))?;
+        let mut length = None;
+        let mut close = false;
+        for line in head.split("\r\n").skip(1) {
+            let Some((k, v)) = line.split_once(':') else { continue };
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            } else if k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+        let length = length.ok_or_else(|| IoError::new(ErrorKind::InvalidData, "no Content-Length"))?;
+        while self.buf.len() < head_end + length {
+            if self.read_more().await? == 0 {
+                return Err(IoError::new(ErrorKind::UnexpectedEof, "connection closed mid-body"));
+            }
+        }
+        Ok(Response { status, body: &self.buf[head_end..head_end + length], close })
+    }
+
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        self.buf.reserve(4096);
+        self.stream.read_buf(&mut self.buf).await
+    }
+}
+
+/// What one connection saw inside the measured window.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: BTreeMap<String, u64>,
+    latencies_us: Vec<u32>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.ok += o.ok;
+        for (k, v) in o.failed {
+            *self.failed.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(o.latencies_us);
+    }
+}
+
+/// Whether a response is a success (200 with a non-empty `access_token`), else the
+/// failure key: status and `error` code. Successes are checked without a JSON parse, to
+/// keep the client cheap.
+fn judge(r: &Response<'_>) -> Result<(), String> {
+    const MARK: &[u8] = b"\"access_token\":\"";
+    if r.status == 200 {
+        match find(r.body, MARK) {
+            Some(p) if r.body.get(p + MARK.len()).is_some_and(|b| *b != b'"') => Ok(()),
+            _ => Err("200 without access_token".into()),
+        }
+    } else {
+        let v: Option<serde_json::Value> = serde_json::from_slice(r.body).ok();
+        let code = v.as_ref().and_then(|v| v["error"].as_str()).unwrap_or("-").to_string();
+        Err(format!("{} {code}", r.status))
+    }
+}
+
+/// The access token of a successful response.
+fn access_token(r: &Response<'_>) -> Result<String, String> {
+    judge(r)?;
+    let v: serde_json::Value = serde_json::from_slice(r.body).map_err(|e| e.to_string())?;
+    v["access_token"].as_str().map(str::to_string).ok_or_else(|| "no access_token".into())
+}
+
+struct Plan {
+    port: u16,
+    requests: Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    rate: Option<f64>,
+    warmup: Duration,
+    duration: Duration,
+    broker_pid: String,
+    redis_pid: Option<String>,
+}
+
+struct PhaseResult {
+    tally: Tally,
+    window_secs: f64,
+    broker_cpu_secs: f64,
+    client_cpu_secs: f64,
+    redis_cpu_secs: f64,
+    /// Every other process on the machine (a build, say): a busy machine skews the figures.
+    others_cpu_secs: f64,
+    ran_out: bool,
+}
+
+async fn connection(
+    plan: Arc<Plan>,
+    next: Arc<AtomicUsize>,
+    start: Instant,
+    window_start: Instant,
+    deadline: Instant,
+) -> (Tally, bool) {
+    let mut t = Tally::default();
+    let mut conn: Option<Conn> = None;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(request) = plan.requests.get(i) else { return (t, true) };
+        // Paced: request i is due at start + i/rate; latency counts from when it was due,
+        // so a stalled broker cannot hide its queue (no coordinated omission).
+        let due = match plan.rate {
+            Some(r) => start + Duration::from_secs_f64(i as f64 / r),
+            None => Instant::now(),
+        };
+        if due >= deadline {
+            return (t, false);
+        }
+        if plan.rate.is_some() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(plan.port).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    if Instant::now() >= window_start {
+                        *t.failed.entry(format!("connect: {}", e.kind())).or_default() += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let result = c.roundtrip(request).await;
+        let done = Instant::now();
+        let counted = done >= window_start && done <= deadline;
+        match result {
+            Ok(r) => {
+                let close = r.close;
+                if counted {
+                    match judge(&r) {
+                        Ok(()) => {
+                            t.ok += 1;
+                            t.latencies_us
+                                .push(done.duration_since(due).as_micros().min(u32::MAX as u128) as u32);
+                        }
+                        Err(k) => *t.failed.entry(k).or_default() += 1,
+                    }
+                }
+                if close {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                if counted {
+                    *t.failed.entry(format!("io: {e}")).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Error> {
+    let plan = Arc::new(plan);
+    rt.block_on(async {
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let window_start = start + plan.warmup;
+        let deadline = window_start + plan.duration;
+        // CPU samples at the window's edges, from tasks of their own.
+        let sample = {
+            let pid = plan.broker_pid.clone();
+            let redis = plan.redis_pid.clone();
+            move || -> Result<([f64; 4], Instant), String> {
+                let e = |e: Error| format!("sampling /proc: {e}");
+                let redis = match &redis {
+                    Some(r) => cpu_secs(r).map_err(e)?,
+                    None => 0.0,
+                };
+                Ok((
+                    [
+                        cpu_secs(&pid).map_err(e)?,
+                        cpu_secs("self").map_err(e)?,
+                        redis,
+                        machine_busy_secs().map_err(e)?,
+                    ],
+                    Instant::now(),
+                ))
+            }
+        };
+        let (s0, s1) = (sample.clone(), sample.clone());
+        let first = tokio::spawn(async move {
+            tokio::time::sleep_until(window_start.into()).await;
+            s0()
+        });
+        let last = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            s1()
+        });
+        let tasks: Vec<_> = (0..plan.connections)
+            .map(|_| tokio::spawn(connection(plan.clone(), next.clone(), start, window_start, deadline)))
+            .collect();
+        let mut tally = Tally::default();
+        let mut ran_out = false;
+        for task in tasks {
+            let (t, out) = task.await?;
+            tally.merge(t);
+            ran_out |= out;
+        }
+        if Instant::now() < window_start {
+            return Err::<PhaseResult, Error>(
+                "ran out of pre-generated requests during the warm-up; pass a larger --assertions".into(),
+            );
+        }
+        let (before, _) = first.await??;
+        let (after, at) = if Instant::now() < deadline {
+            // The window was cut short (out of requests): sample now, count the shorter window.
+            last.abort();
+            sample()?
+        } else {
+            last.await??
+        };
+        let [broker_cpu_secs, client_cpu_secs, redis_cpu_secs, machine] =
+            [0, 1, 2, 3].map(|i| after[i] - before[i]);
+        let others_cpu_secs = (machine - broker_cpu_secs - client_cpu_secs - redis_cpu_secs).max(0.0);
+        let window_secs = at.min(deadline).duration_since(window_start).as_secs_f64();
+        Ok(PhaseResult {
+            tally,
+            window_secs,
+            broker_cpu_secs,
+            client_cpu_secs,
+            redis_cpu_secs,
+            others_cpu_secs,
+            ran_out,
+        })
+    })
+}
+
+/// Subject tokens for token exchange: `per_agent` client_credentials tokens for DOCS per
+/// agent, obtained before any window (index k belongs to agent k % agents).
+fn subject_tokens(
+    rt: &tokio::runtime::Runtime,
+    setup: &Setup,
+    per_agent: usize,
+) -> Result<Vec<String>, Error> {
+    let now = agent_sts::clock::Clock::now_secs(&agent_sts::clock::SystemClock);
+    let mut out = Vec::new();
+    rt.block_on(async {
+        let mut c = Conn::open(setup.port).await?;
+        for _ in 0..per_agent {
+            for a in &setup.agents {
+                let body = common::client_credentials_body(&a.assertion(&setup.issuer, now, 60), DOCS);
+                let r = c.roundtrip(&frame(setup.port, &body)).await?;
+                let close = r.close;
+                out.push(access_token(&r).map_err(|k| format!("obtaining a subject token: {k}"))?);
+                if close {
+                    c = Conn::open(setup.port).await?;
+                }
+            }
+        }
+        Ok::<(), Error>(())
+    })?;
+    Ok(out)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if args.warmup_secs + args.duration_secs > 50 {
+        return Err(format!(
+            "--warmup-secs + --duration-secs must be at most 50: assertions live {ASSERTION_LIFETIME_SECS} s and are all signed before the window"
+        )
+        .into());
+    }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    let bin = broker_binary()?;
+    let redis_port = match args.replay {
+        Replay::Redis => Some(free_port()?),
+        Replay::Memory => None,
+    };
+    let redis = redis_port.map(start_redis).transpose()?;
+    let setup = write_setup(args, redis_port)?;
+    let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log)?;
+    let cold = wait_ready(&mut broker, &setup, started)?;
+    let pid = broker.pid().to_string();
+    let rss_idle = status_kib(&pid, "VmRSS")?;
+
+    println!("agent-sts loadgen (issue 3); load generator on the same machine as the broker");
+    println!(
+        "  broker:      {} (pid {pid}), RUST_LOG={}, workers {}, replay {:?}, {} agents ({})",
+        bin.display(),
+        args.broker_log,
+        args.broker_workers.map_or("default".to_string(), |w| w.to_string()),
+        args.replay,
+        setup.agents.len(),
+        args.alg
+    );
+    println!(
+        "  client:      {:?}, {} keep-alive connections, 1 tokio thread, {} s warm-up + {} s window",
+        args.mode, args.connections, args.warmup_secs, args.duration_secs
+    );
+    println!(
+        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz); RSS at idle {:.1} MiB",
+        ms(cold),
+        rss_idle as f64 / 1024.0
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let subjects = match args.mode {
+        GrantMode::TokenExchange => subject_tokens(&rt, &setup, 8)?,
+        _ => Vec::new(),
+    };
+
+    let mut phases: Vec<(&str, Option<f64>)> = vec![("peak", args.rate)];
+    if args.rate.is_some() {
+        phases[0].0 = "paced";
+    }
+    let mut results = Vec::new();
+    let mut idx = 0;
+    while idx < phases.len() {
+        let (name, rate) = phases[idx];
+        let secs = (args.warmup_secs + args.duration_secs) as f64;
+        let n = match rate {
+            Some(r) => (r * secs * 1.02).ceil() as usize + args.connections,
+            None => args.assertions.unwrap_or((15000.0 * secs) as usize),
+        };
+        let t = Instant::now();
+        let requests = generate(args, &setup, &subjects, n);
+        println!(
+            "\n[{name}] pre-generated {n} requests ({} assertions, exp = iat + {ASSERTION_LIFETIME_SECS} s, unique jti) in {:.1} s; rate {}",
+            args.alg,
+            t.elapsed().as_secs_f64(),
+            rate.map_or("unlimited".to_string(), |r| format!("{r:.0} req/s"))
+        );
+        let r = run_phase(
+            &rt,
+            Plan {
+                port: setup.port,
+                requests: Arc::new(requests),
+                connections: args.connections,
+                rate,
+                warmup: Duration::from_secs(args.warmup_secs),
+                duration: Duration::from_secs(args.duration_secs),
+                broker_pid: pid.clone(),
+                redis_pid: redis.as_ref().map(|r| r.pid().to_string()),
+            },
+        )?;
+        let report = report(name, rate, &r);
+        println!("{}", report.text);
+        if idx == 0 && args.half_peak && args.rate.is_none() {
+            phases.push(("half-peak", Some(report.rps / 2.0)));
+        }
+        results.push(report.json);
+        idx += 1;
+    }
+    let hwm = status_kib(&pid, "VmHWM")?;
+    println!("\n  broker peak RSS (VmHWM): {:.1} MiB", hwm as f64 / 1024.0);
+    if broker.exited().is_some() {
+        return Err(format!("the broker died during the run:\n{}", log_tail(&setup.log)).into());
+    }
+    let log_bytes = std::fs::metadata(&setup.log).map_or(0, |m| m.len());
+    println!("  broker log: {log_bytes} bytes written (RUST_LOG={})", args.broker_log);
+    if args.json {
+        let j = serde_json::json!({
+            "mode": format!("{:?}", args.mode),
+            "replay": format!("{:?}", args.replay),
+            "connections": args.connections,
+            "broker_log": args.broker_log,
+            "cold_start_ms": ms(cold),
+            "peak_rss_mib": hwm as f64 / 1024.0,
+            "phases": results,
+        });
+        println!("{j}");
+    }
+    drop(setup.dir);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Report {
+    text: String,
+    rps: f64,
+    json: serde_json::Value,
+}
+
+fn report(name: &str, rate: Option<f64>, r: &PhaseResult) -> Report {
+    let mut lat = r.tally.latencies_us.clone();
+    lat.sort_unstable();
+    let ok = r.tally.ok;
+    let failed: u64 = r.tally.failed.values().sum();
+    let rps = ok as f64 / r.window_secs;
+    let cpu_per = if ok > 0 { r.broker_cpu_secs / ok as f64 * 1e6 } else { f64::NAN };
+    let (p50, p99, p999) = (percentile(&lat, 50.0), percentile(&lat, 99.0), percentile(&lat, 99.9));
+    let max = lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0);
+    let mut text = format!(
+        "  requests:    {ok} ok, {failed} failed in {:.2} s{}\n  throughput:  {rps:.0} successful exchanges/s\n  \
+         latency:     p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms{}\n  \
+         broker CPU:  {:.2} s in the window ({:.2} cores) = {cpu_per:.0} µs per successful exchange\n  \
+         client CPU:  {:.2} s ({:.2} cores); redis-server: {:.2} cores; other processes: {:.2} cores{}",
+        r.window_secs,
+        if r.ran_out { " (ran out of pre-generated requests)" } else { "" },
+        if rate.is_some() { " (from each request's due time)" } else { "" },
+        r.broker_cpu_secs,
+        r.broker_cpu_secs / r.window_secs,
+        r.client_cpu_secs,
+        r.client_cpu_secs / r.window_secs,
+        r.redis_cpu_secs / r.window_secs,
+        r.others_cpu_secs / r.window_secs,
+        if r.others_cpu_secs / r.window_secs > 0.1 { " (BUSY MACHINE: figures skewed)" } else { "" },
+    );
+    for (k, v) in &r.tally.failed {
+        text.push_str(&format!("\n  failed:      {v} × {k}"));
+    }
+    let json = serde_json::json!({
+        "phase": name, "rate": rate, "ok": ok, "failed": r.tally.failed, "window_secs": r.window_secs,
+        "rps": rps, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
+        "broker_cpu_secs": r.broker_cpu_secs, "broker_cpu_us_per_exchange": cpu_per,
+        "client_cpu_secs": r.client_cpu_secs, "redis_cpu_secs": r.redis_cpu_secs, "others_cpu_secs": r.others_cpu_secs,
+    });
+    Report { text, rps, json }
+}
