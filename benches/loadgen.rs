@@ -5,8 +5,11 @@
 //! cargo bench --bench loadgen -- --replay redis           # client_credentials, Redis replay
 //! cargo bench --bench loadgen -- --replay redis --half-peak
 //! cargo bench --bench loadgen -- --mode token-exchange --replay memory
+//! cargo bench --bench loadgen -- --mode healthz                # the HTTP floor, no exchange
 //! cargo bench --bench loadgen -- --help
 //! ```
+//!
+//! Figures measured with it, and what they mean for issue 3: `benches/README.md`.
 //!
 //! What it does, in order:
 //! 1. writes a temporary policy (fresh agent keys), broker signing key and config TOML;
@@ -53,6 +56,9 @@ enum GrantMode {
     /// Re-scope an access token of ours for the other server (RFC 8693), with a fresh client
     /// assertion; subject tokens are obtained before the timed window.
     TokenExchange,
+    /// No exchange: `GET /healthz`, the cheapest route. Its CPU per request is the HTTP
+    /// floor (actix, loopback TCP, scheduling) that every exchange pays on top of the crypto.
+    Healthz,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,7 +92,7 @@ struct Args {
     /// (the issue's latency target is p99 at half of peak throughput).
     #[arg(long)]
     half_peak: bool,
-    /// Requests to pre-generate for an unpaced window (default: 15000 per second of warm-up
+    /// Requests to pre-generate for an unpaced window (default: 20000 per second of warm-up
     /// plus window). A window that runs out ends early and says so.
     #[arg(long)]
     assertions: Option<usize>,
@@ -103,6 +109,13 @@ struct Args {
     /// server.workers of the broker (default: its own default, one per CPU).
     #[arg(long)]
     broker_workers: Option<usize>,
+    /// Pin the broker to these CPUs (a `taskset -c` list, e.g. `0`); with `--client-cpus`
+    /// this keeps the load generator (and Redis) off the broker's cores.
+    #[arg(long)]
+    broker_cpus: Option<String>,
+    /// Pin the load generator and the Redis it starts to these CPUs (e.g. `1`).
+    #[arg(long)]
+    client_cpus: Option<String>,
     /// Print the results as one JSON object too.
     #[arg(long)]
     json: bool,
@@ -248,6 +261,20 @@ fn cpu_secs(pid: &str) -> Result<f64, Error> {
     Ok(ticks as f64 / clock_ticks())
 }
 
+/// Context switches (voluntary and involuntary) summed over every thread of a process.
+fn context_switches(pid: &str) -> Result<u64, Error> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
+                total += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Busy CPU seconds of the whole machine (all CPUs), from the first line of `/proc/stat`.
 fn machine_busy_secs() -> Result<f64, Error> {
     let stat = std::fs::read_to_string("/proc/stat")?;
@@ -316,9 +343,22 @@ fn write_setup(args: &Args, redis_port: Option<u16>) -> Result<Setup, Error> {
     Ok(Setup { dir, agents, config, log, port, issuer })
 }
 
-fn spawn_broker(bin: &Path, setup: &Setup, log_filter: &str) -> Result<(ChildGuard, Instant), Error> {
+fn spawn_broker(
+    bin: &Path,
+    setup: &Setup,
+    log_filter: &str,
+    cpus: Option<&str>,
+) -> Result<(ChildGuard, Instant), Error> {
     let log = std::fs::File::create(&setup.log)?;
-    let mut cmd = Command::new(bin);
+    // taskset execs the broker, so the child's pid is the broker's.
+    let mut cmd = match cpus {
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(list).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     cmd.arg("serve").arg("--config").arg(&setup.config);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("AGENT_STS__") {
@@ -329,6 +369,32 @@ fn spawn_broker(bin: &Path, setup: &Setup, log_filter: &str) -> Result<(ChildGua
     let started = Instant::now();
     let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
     Ok((ChildGuard { name: "agent-sts", child }, started))
+}
+
+/// Pin this process (the client thread, and children spawned after) to a CPU list such as
+/// `1`, `0,1` or `0-1`.
+fn pin_self(list: &str) -> Result<(), Error> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+        cpus.extend(a..=b);
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it, and
+    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("--client-cpus {list}: {}", std::io::Error::last_os_error()).into())
+    }
 }
 
 fn log_tail(path: &Path) -> String {
@@ -380,6 +446,13 @@ fn generate(args: &Args, setup: &Setup, subjects: &[String], n: usize) -> Vec<Ve
                     let range = (t * chunk)..((t + 1) * chunk).min(n);
                     range
                         .map(|i| {
+                            if args.mode == GrantMode::Healthz {
+                                return format!(
+                                    "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+                                    setup.port
+                                )
+                                .into_bytes();
+                            }
                             let agent_idx = i % setup.agents.len();
                             let a = setup.agents[agent_idx].assertion(
                                 &setup.issuer,
@@ -396,6 +469,7 @@ fn generate(args: &Args, setup: &Setup, subjects: &[String], n: usize) -> Vec<Ve
                                         + setup.agents.len() * ((i / setup.agents.len()) % per_agent);
                                     common::token_exchange_body(&subjects[k], &a, TICKETS)
                                 }
+                                GrantMode::Healthz => unreachable!("handled above"),
                             };
                             frame(setup.port, &body)
                         })
@@ -499,8 +573,14 @@ impl Tally {
 /// failure key: status and `error` code. Successes are checked without a JSON parse, to
 /// keep the client cheap.
 fn judge(r: &Response<'_>) -> Result<(), String> {
+    judge_expecting(r, true)
+}
+
+fn judge_expecting(r: &Response<'_>, token: bool) -> Result<(), String> {
     const MARK: &[u8] = b"\"access_token\":\"";
-    if r.status == 200 {
+    if r.status == 200 && !token {
+        Ok(())
+    } else if r.status == 200 {
         match find(r.body, MARK) {
             Some(p) if r.body.get(p + MARK.len()).is_some_and(|b| *b != b'"') => Ok(()),
             _ => Err("200 without access_token".into()),
@@ -528,6 +608,8 @@ struct Plan {
     duration: Duration,
     broker_pid: String,
     redis_pid: Option<String>,
+    /// Responses must carry an `access_token` (all modes but healthz).
+    expect_token: bool,
 }
 
 struct PhaseResult {
@@ -536,6 +618,8 @@ struct PhaseResult {
     broker_cpu_secs: f64,
     client_cpu_secs: f64,
     redis_cpu_secs: f64,
+    /// Context switches of all broker threads (voluntary and not) in the window.
+    broker_switches: f64,
     /// Every other process on the machine (a build, say): a busy machine skews the figures.
     others_cpu_secs: f64,
     ran_out: bool,
@@ -585,7 +669,7 @@ async fn connection(
             Ok(r) => {
                 let close = r.close;
                 if counted {
-                    match judge(&r) {
+                    match judge_expecting(&r, plan.expect_token) {
                         Ok(()) => {
                             t.ok += 1;
                             t.latencies_us
@@ -619,7 +703,7 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
         let sample = {
             let pid = plan.broker_pid.clone();
             let redis = plan.redis_pid.clone();
-            move || -> Result<([f64; 4], Instant), String> {
+            move || -> Result<([f64; 5], Instant), String> {
                 let e = |e: Error| format!("sampling /proc: {e}");
                 let redis = match &redis {
                     Some(r) => cpu_secs(r).map_err(e)?,
@@ -631,6 +715,7 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
                         cpu_secs("self").map_err(e)?,
                         redis,
                         machine_busy_secs().map_err(e)?,
+                        context_switches(&pid).map_err(e)? as f64,
                     ],
                     Instant::now(),
                 ))
@@ -668,8 +753,8 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
         } else {
             last.await??
         };
-        let [broker_cpu_secs, client_cpu_secs, redis_cpu_secs, machine] =
-            [0, 1, 2, 3].map(|i| after[i] - before[i]);
+        let [broker_cpu_secs, client_cpu_secs, redis_cpu_secs, machine, broker_switches] =
+            [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
         let others_cpu_secs = (machine - broker_cpu_secs - client_cpu_secs - redis_cpu_secs).max(0.0);
         let window_secs = at.min(deadline).duration_since(window_start).as_secs_f64();
         Ok(PhaseResult {
@@ -679,6 +764,7 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
             client_cpu_secs,
             redis_cpu_secs,
             others_cpu_secs,
+            broker_switches,
             ran_out,
         })
     })
@@ -733,13 +819,16 @@ fn run(args: &Args) -> Result<(), Error> {
         return Err("--rate must be positive".into());
     }
     let bin = broker_binary()?;
+    if let Some(list) = &args.client_cpus {
+        pin_self(list)?;
+    }
     let redis_port = match args.replay {
         Replay::Redis => Some(free_port()?),
         Replay::Memory => None,
     };
     let redis = redis_port.map(start_redis).transpose()?;
     let setup = write_setup(args, redis_port)?;
-    let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log)?;
+    let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
     let rss_idle = status_kib(&pid, "VmRSS")?;
@@ -758,6 +847,13 @@ fn run(args: &Args) -> Result<(), Error> {
         "  client:      {:?}, {} keep-alive connections, 1 tokio thread, {} s warm-up + {} s window",
         args.mode, args.connections, args.warmup_secs, args.duration_secs
     );
+    if args.broker_cpus.is_some() || args.client_cpus.is_some() {
+        println!(
+            "  pinned:      broker on CPUs {}, client and Redis on CPUs {}",
+            args.broker_cpus.as_deref().unwrap_or("any"),
+            args.client_cpus.as_deref().unwrap_or("any")
+        );
+    }
     println!(
         "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz); RSS at idle {:.1} MiB",
         ms(cold),
@@ -781,7 +877,8 @@ fn run(args: &Args) -> Result<(), Error> {
         let secs = (args.warmup_secs + args.duration_secs) as f64;
         let n = match rate {
             Some(r) => (r * secs * 1.02).ceil() as usize + args.connections,
-            None => args.assertions.unwrap_or((15000.0 * secs) as usize),
+            None if args.mode == GrantMode::Healthz => args.assertions.unwrap_or((200_000.0 * secs) as usize),
+            None => args.assertions.unwrap_or((20000.0 * secs) as usize),
         };
         let t = Instant::now();
         let requests = generate(args, &setup, &subjects, n);
@@ -802,6 +899,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 duration: Duration::from_secs(args.duration_secs),
                 broker_pid: pid.clone(),
                 redis_pid: redis.as_ref().map(|r| r.pid().to_string()),
+                expect_token: args.mode != GrantMode::Healthz,
             },
         )?;
         let report = report(name, rate, &r);
@@ -857,13 +955,15 @@ fn report(name: &str, rate: Option<f64>, r: &PhaseResult) -> Report {
     let mut text = format!(
         "  requests:    {ok} ok, {failed} failed in {:.2} s{}\n  throughput:  {rps:.0} successful exchanges/s\n  \
          latency:     p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms{}\n  \
-         broker CPU:  {:.2} s in the window ({:.2} cores) = {cpu_per:.0} µs per successful exchange\n  \
+         broker CPU:  {:.2} s in the window ({:.2} cores) = {cpu_per:.0} µs per successful exchange, \
+         {:.2} context switches per exchange\n  \
          client CPU:  {:.2} s ({:.2} cores); redis-server: {:.2} cores; other processes: {:.2} cores{}",
         r.window_secs,
         if r.ran_out { " (ran out of pre-generated requests)" } else { "" },
         if rate.is_some() { " (from each request's due time)" } else { "" },
         r.broker_cpu_secs,
         r.broker_cpu_secs / r.window_secs,
+        r.broker_switches / ok.max(1) as f64,
         r.client_cpu_secs,
         r.client_cpu_secs / r.window_secs,
         r.redis_cpu_secs / r.window_secs,
@@ -877,6 +977,7 @@ fn report(name: &str, rate: Option<f64>, r: &PhaseResult) -> Report {
         "phase": name, "rate": rate, "ok": ok, "failed": r.tally.failed, "window_secs": r.window_secs,
         "rps": rps, "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
         "broker_cpu_secs": r.broker_cpu_secs, "broker_cpu_us_per_exchange": cpu_per,
+        "broker_context_switches_per_exchange": r.broker_switches / ok.max(1) as f64,
         "client_cpu_secs": r.client_cpu_secs, "redis_cpu_secs": r.redis_cpu_secs, "others_cpu_secs": r.others_cpu_secs,
     });
     Report { text, rps, json }
