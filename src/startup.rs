@@ -121,7 +121,7 @@ pub fn build_broker(
     });
     let replay = match backend {
         ReplayBackend::Memory => AnyReplayStore::Memory(MemoryStore::new(r.memory_capacity, clock.clone())),
-        ReplayBackend::Redis => AnyReplayStore::Redis(
+        ReplayBackend::Redis => AnyReplayStore::Redis(Box::new(
             RedisStore::new(
                 &r.redis_url,
                 &r.key_prefix,
@@ -129,7 +129,7 @@ pub fn build_broker(
                 clock.clone(),
             )
             .map_err(|e| StartupError::Config(format!("replay.redis_url: {e}")))?,
-        ),
+        )),
     };
     let t = &settings.tokens;
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -63,7 +63,7 @@ pub trait ReplayStore: Send + Sync {
 /// The configured store.
 pub enum AnyReplayStore {
     Memory(MemoryStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl AnyReplayStore {
