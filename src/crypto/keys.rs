@@ -1,6 +1,7 @@
 //! Verifying keys (from public JWKs: agents' keys in the policy, our own published keys)
 //! and signing keys (from PEM files, or generated).
 
+use super::ecdsa::{EcdsaSigner, EcdsaVerifier};
 use super::{b64url_encode, Alg};
 use josekit::jwk::{alg::ed::EdCurve, Jwk, KeyPair};
 use josekit::jws::{JwsSigner, JwsVerifier};
@@ -45,7 +46,19 @@ pub struct VerifyingKey {
     alg: Alg,
     kid: String,
     thumbprint: String,
-    verifier: Box<dyn JwsVerifier>,
+    verifier: Verifier,
+}
+
+/// ES256/ES384 on OpenSSL's ECDSA primitives (the hot path, see crypto/ecdsa.rs); the other
+/// algorithms through josekit.
+enum Verifier {
+    Ecdsa(EcdsaVerifier),
+    Jose(Box<dyn JwsVerifier>),
+}
+
+enum Signer {
+    Ecdsa(EcdsaSigner),
+    Jose(Box<dyn JwsSigner>),
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -96,8 +109,21 @@ impl VerifyingKey {
             Some(_) => return Err(KeyError::NotAString("kid")),
             None => thumbprint.clone(),
         };
+        // josekit validates every key's shape, whichever code verifies with it.
         let parsed = Jwk::from_map(jwk.clone()).map_err(|e| invalid(alg, e))?;
-        let verifier = verifier_from_jwk(alg, &parsed).map_err(|e| invalid(alg, e))?;
+        let jose = verifier_from_jwk(alg, &parsed).map_err(|e| invalid(alg, e))?;
+        let verifier = match alg {
+            Alg::ES256 | Alg::ES384 => {
+                let coord = |m: &'static str| -> Result<Vec<u8>, KeyError> {
+                    super::b64url_decode(string_member(jwk, m)?)
+                        .map_err(|_| KeyError::Invalid { alg, reason: format!("`{m}` is not base64url") })
+                };
+                let fast = EcdsaVerifier::from_coordinates(alg, &coord("x")?, &coord("y")?)
+                    .map_err(|reason| KeyError::Invalid { alg, reason })?;
+                Verifier::Ecdsa(fast)
+            }
+            _ => Verifier::Jose(jose),
+        };
         Ok(VerifyingKey { alg, kid, thumbprint, verifier })
     }
 
@@ -116,7 +142,10 @@ impl VerifyingKey {
 
     /// True when `signature` is this key's signature over `signing_input`.
     pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
-        self.verifier.verify(signing_input, signature).is_ok()
+        match &self.verifier {
+            Verifier::Ecdsa(v) => v.verify(signing_input, signature),
+            Verifier::Jose(v) => v.verify(signing_input, signature).is_ok(),
+        }
     }
 }
 
@@ -274,7 +303,7 @@ pub fn generate_key_pair(alg: Alg, kid: Option<&str>) -> Result<GeneratedKeyPair
 pub struct SigningKey {
     alg: Alg,
     kid: String,
-    signer: Box<dyn JwsSigner>,
+    signer: Signer,
     public_jwk: JsonObject,
 }
 
@@ -291,7 +320,13 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn from_pem(alg: Alg, pem: &[u8], kid: Option<&str>) -> Result<Self, KeyError> {
         let public_jwk = public_jwk_from_pem(alg, pem, kid)?;
-        let signer = signer_from_pem(alg, pem).map_err(|e| invalid(alg, e))?;
+        let jose = signer_from_pem(alg, pem).map_err(|e| invalid(alg, e))?;
+        let signer = match alg {
+            Alg::ES256 | Alg::ES384 => Signer::Ecdsa(
+                EcdsaSigner::from_pem(alg, pem).map_err(|reason| KeyError::Invalid { alg, reason })?,
+            ),
+            _ => Signer::Jose(jose),
+        };
         let kid = match public_jwk.get("kid") {
             Some(Value::String(k)) => k.clone(),
             _ => return Err(KeyError::NotAString("kid")),
@@ -341,7 +376,10 @@ impl SigningKey {
         out.push_str(encoded_header);
         out.push('.');
         engine.encode_string(payload, &mut out);
-        let sig = self.signer.sign(out.as_bytes()).map_err(|_| KeyError::Sign)?;
+        let sig = match &self.signer {
+            Signer::Ecdsa(s) => s.sign(out.as_bytes()).ok_or(KeyError::Sign)?,
+            Signer::Jose(s) => s.sign(out.as_bytes()).map_err(|_| KeyError::Sign)?,
+        };
         out.push('.');
         engine.encode_string(sig, &mut out);
         Ok(out)

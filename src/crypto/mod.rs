@@ -1,10 +1,13 @@
-//! The only module that touches josekit: algorithms, verifying keys, signing keys, JWKS,
-//! and the JWS compact serialization (RFC 7515 §7.1) that assertions and tokens share.
+//! The only module that touches josekit (and OpenSSL): algorithms, verifying keys, signing
+//! keys, JWKS, and the JWS compact serialization (RFC 7515 §7.1) that assertions and tokens
+//! share. ES256/ES384 signatures go through OpenSSL's ECDSA primitives directly
+//! (`ecdsa.rs`); josekit parses every key and handles the other algorithms.
 //!
 //! Keys are parsed once, at load time, into verifier and signer objects; nothing on the
 //! request path parses PEM or JWK.
 
 mod compact;
+mod ecdsa;
 mod keys;
 
 pub use compact::{CompactError, CompactJws, JoseHeader};

@@ -1,0 +1,232 @@
+//! ES256 and ES384 (RFC 7518 §3.4) on OpenSSL's ECDSA primitives, for the hot path.
+//!
+//! josekit's ECDSA verifier and signer build a fresh `EVP_DigestVerify`/`EVP_DigestSign`
+//! context on every call, and OpenSSL 3 looks the algorithm up in its provider store each
+//! time (read locks, a hash-table walk): about 5.7 µs per verify + sign pair on the 2-core
+//! benchmark machine, 7 % of the whole exchange (benches/README.md). Here the key is an
+//! `EC_KEY` parsed once at load, the digest is one SHA-2 call, and the signature goes straight
+//! to `ECDSA_do_verify`/`ECDSA_do_sign`: the same OpenSSL arithmetic without the per-call
+//! setup.
+//!
+//! josekit still parses and validates every key (crypto/keys.rs), and signs and verifies the
+//! other algorithms.
+
+use super::Alg;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::nid::Nid;
+use openssl::pkey::{Private, Public};
+
+/// The curve parameters an ECDSA JWS algorithm fixes.
+#[derive(Debug, Clone, Copy)]
+struct Curve {
+    nid: Nid,
+    /// Octets of one coordinate and of each of `R` and `S` in the JWS signature
+    /// (RFC 7518 §3.4: the signature is `R || S`, each left-padded to this length).
+    len: usize,
+}
+
+impl Curve {
+    fn of(alg: Alg) -> Option<Curve> {
+        match alg {
+            Alg::ES256 => Some(Curve { nid: Nid::X9_62_PRIME256V1, len: 32 }),
+            Alg::ES384 => Some(Curve { nid: Nid::SECP384R1, len: 48 }),
+            _ => None,
+        }
+    }
+
+    fn digest(self, message: &[u8]) -> Digest {
+        if self.len == 32 {
+            Digest::Sha256(openssl::sha::sha256(message))
+        } else {
+            Digest::Sha384(openssl::sha::sha384(message))
+        }
+    }
+}
+
+enum Digest {
+    Sha256([u8; 32]),
+    Sha384([u8; 48]),
+}
+
+impl AsRef<[u8]> for Digest {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Digest::Sha256(d) => d,
+            Digest::Sha384(d) => d,
+        }
+    }
+}
+
+/// A public EC key pinned to ES256 or ES384.
+pub(super) struct EcdsaVerifier {
+    curve: Curve,
+    key: EcKey<Public>,
+}
+
+impl EcdsaVerifier {
+    /// From the JWK's `x` and `y` (already base64url-decoded). OpenSSL checks that the point
+    /// is on the curve and is not the point at infinity.
+    pub(super) fn from_coordinates(alg: Alg, x: &[u8], y: &[u8]) -> Result<Self, String> {
+        let curve = Curve::of(alg).ok_or_else(|| format!("{alg} is not an ECDSA algorithm"))?;
+        // RFC 7518 §6.2.1.2/3: each coordinate is exactly the field size, zero-padded.
+        if x.len() != curve.len || y.len() != curve.len {
+            return Err(format!("`x` and `y` must be {} octets each for {alg}", curve.len));
+        }
+        let group = EcGroup::from_curve_name(curve.nid).map_err(|e| e.to_string())?;
+        let x = BigNum::from_slice(x).map_err(|e| e.to_string())?;
+        let y = BigNum::from_slice(y).map_err(|e| e.to_string())?;
+        let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y)
+            .map_err(|_| "the point is not on the curve".to_string())?;
+        key.check_key().map_err(|_| "the public key does not check".to_string())?;
+        Ok(EcdsaVerifier { curve, key })
+    }
+
+    /// True when `signature` (`R || S`, RFC 7518 §3.4) is this key's signature over
+    /// `message`. Any other length is refused before OpenSSL sees it; OpenSSL refuses
+    /// `R` or `S` outside `[1, n-1]`.
+    pub(super) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let n = self.curve.len;
+        if signature.len() != 2 * n {
+            return false;
+        }
+        let (r, s) = signature.split_at(n);
+        let (Ok(r), Ok(s)) = (BigNum::from_slice(r), BigNum::from_slice(s)) else {
+            return false;
+        };
+        let Ok(sig) = EcdsaSig::from_private_components(r, s) else {
+            return false;
+        };
+        let digest = self.curve.digest(message);
+        sig.verify(digest.as_ref(), &self.key).unwrap_or(false)
+    }
+}
+
+/// A private EC key pinned to ES256 or ES384.
+pub(super) struct EcdsaSigner {
+    curve: Curve,
+    key: EcKey<Private>,
+}
+
+impl EcdsaSigner {
+    /// From a PEM private key (PKCS#8 or SEC 1) whose curve must be the algorithm's.
+    pub(super) fn from_pem(alg: Alg, pem: &[u8]) -> Result<Self, String> {
+        let curve = Curve::of(alg).ok_or_else(|| format!("{alg} is not an ECDSA algorithm"))?;
+        let key = openssl::pkey::PKey::private_key_from_pem(pem)
+            .and_then(|k| k.ec_key())
+            .map_err(|_| "not an EC private key".to_string())?;
+        if key.group().curve_name() != Some(curve.nid) {
+            return Err(format!("the key's curve does not fit {alg}"));
+        }
+        key.check_key().map_err(|_| "the private key does not check".to_string())?;
+        Ok(EcdsaSigner { curve, key })
+    }
+
+    /// `R || S` over `message`, each left-padded to the curve's length (RFC 7518 §3.4).
+    pub(super) fn sign(&self, message: &[u8]) -> Option<Vec<u8>> {
+        let digest = self.curve.digest(message);
+        let sig = EcdsaSig::sign(digest.as_ref(), &self.key).ok()?;
+        let n = self.curve.len as i32;
+        let mut out = sig.r().to_vec_padded(n).ok()?;
+        out.extend_from_slice(&sig.s().to_vec_padded(n).ok()?);
+        Some(out)
+    }
+}
+
+/// The group order of the algorithm's curve, big-endian (tests build out-of-range `S`).
+#[cfg(test)]
+fn order(alg: Alg) -> Vec<u8> {
+    let curve = Curve::of(alg).expect("ecdsa alg");
+    let group = EcGroup::from_curve_name(curve.nid).expect("group");
+    let mut order = BigNum::new().expect("bn");
+    let mut ctx = openssl::bn::BigNumContext::new().expect("ctx");
+    group.order(&mut order, &mut ctx).expect("order");
+    order.to_vec_padded(curve.len as i32).expect("pad")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use josekit::jws::{JwsSigner, JwsVerifier};
+
+    fn pair(alg: Alg) -> (EcdsaSigner, EcdsaVerifier, Box<dyn JwsSigner>, Box<dyn JwsVerifier>) {
+        let generated = crate::crypto::generate_key_pair(alg, None).expect("generate");
+        let pem = generated.private_pem.0.as_bytes();
+        let jwk = &generated.public_jwk;
+        let coord = |m: &str| crate::crypto::b64url_decode(jwk[m].as_str().expect("str")).expect("b64");
+        let ours_sign = EcdsaSigner::from_pem(alg, pem).expect("signer");
+        let ours_verify = EcdsaVerifier::from_coordinates(alg, &coord("x"), &coord("y")).expect("verifier");
+        let jose_jwk = josekit::jwk::Jwk::from_map(jwk.clone()).expect("jwk");
+        let (js, jv): (Box<dyn JwsSigner>, Box<dyn JwsVerifier>) = match alg {
+            Alg::ES256 => (
+                Box::new(josekit::jws::ES256.signer_from_pem(pem).expect("js")),
+                Box::new(josekit::jws::ES256.verifier_from_jwk(&jose_jwk).expect("jv")),
+            ),
+            _ => (
+                Box::new(josekit::jws::ES384.signer_from_pem(pem).expect("js")),
+                Box::new(josekit::jws::ES384.verifier_from_jwk(&jose_jwk).expect("jv")),
+            ),
+        };
+        (ours_sign, ours_verify, js, jv)
+    }
+
+    /// Interoperability both ways with josekit's RFC 7518 §3.4 implementation, many times so
+    /// that short `R`/`S` values (leading zero octets, 1 in 128 signatures) come up.
+    #[test]
+    fn signatures_interoperate_with_josekit_both_ways() {
+        for alg in [Alg::ES256, Alg::ES384] {
+            let (ours_sign, ours_verify, js, jv) = pair(alg);
+            let n = Curve::of(alg).expect("curve").len;
+            for i in 0..300u32 {
+                let msg = format!("eyJhbGciOiJFUzI1NiJ9.{i}");
+                let ours = ours_sign.sign(msg.as_bytes()).expect("sign");
+                assert_eq!(ours.len(), 2 * n);
+                assert!(jv.verify(msg.as_bytes(), &ours).is_ok(), "{alg}: josekit verifies ours");
+                let theirs = js.sign(msg.as_bytes()).expect("josekit sign");
+                assert!(ours_verify.verify(msg.as_bytes(), &theirs), "{alg}: we verify josekit's");
+                assert!(!ours_verify.verify(b"another message", &theirs), "{alg}: bound to the message");
+            }
+        }
+    }
+
+    /// RFC 7518 §3.4: a signature is exactly `R || S` of the curve's length; DER, truncated,
+    /// padded, zero and out-of-range values are all refused.
+    #[test]
+    fn malformed_signatures_are_refused() {
+        for alg in [Alg::ES256, Alg::ES384] {
+            let (ours_sign, ours_verify, _, _) = pair(alg);
+            let n = Curve::of(alg).expect("curve").len;
+            let msg = b"header.payload";
+            let good = ours_sign.sign(msg).expect("sign");
+            assert!(ours_verify.verify(msg, &good));
+            assert!(!ours_verify.verify(msg, &good[..2 * n - 1]), "truncated");
+            let mut long = good.clone();
+            long.push(0);
+            assert!(!ours_verify.verify(msg, &long), "one octet too many");
+            let mut padded = vec![0u8];
+            padded.extend_from_slice(&good);
+            assert!(!ours_verify.verify(msg, &padded), "leading zero octet");
+            assert!(!ours_verify.verify(msg, &[]), "empty");
+            assert!(!ours_verify.verify(msg, &vec![0u8; 2 * n]), "R = S = 0");
+            let mut s_is_order = good[..n].to_vec();
+            s_is_order.extend_from_slice(&order(alg));
+            assert!(!ours_verify.verify(msg, &s_is_order), "S = n");
+            let mut flipped = good.clone();
+            flipped[n + 3] ^= 1;
+            assert!(!ours_verify.verify(msg, &flipped), "one bit of S");
+        }
+    }
+
+    #[test]
+    fn keys_must_fit_the_algorithm() {
+        let p256 = crate::crypto::generate_key_pair(Alg::ES256, None).expect("generate");
+        assert!(EcdsaSigner::from_pem(Alg::ES384, p256.private_pem.0.as_bytes()).is_err());
+        let ed = crate::crypto::generate_key_pair(Alg::EdDSA, None).expect("generate");
+        assert!(EcdsaSigner::from_pem(Alg::ES256, ed.private_pem.0.as_bytes()).is_err());
+        // A point off the curve.
+        assert!(EcdsaVerifier::from_coordinates(Alg::ES256, &[1u8; 32], &[2u8; 32]).is_err());
+        // Coordinates of the wrong length.
+        assert!(EcdsaVerifier::from_coordinates(Alg::ES256, &[1u8; 31], &[2u8; 32]).is_err());
+    }
+}
