@@ -14,8 +14,9 @@
 //! * `exchange/*`: form bytes ▶ `TokenRequest::parse` ▶ `Broker::exchange` ▶ JSON, in process,
 //!   in-memory replay store, a fresh assertion (unique `jti`) per iteration, signed outside
 //!   the timed part.
-//! * `floor/*`: josekit (OpenSSL) ES256 verify and sign alone, on the same keys: what one
-//!   client_credentials exchange cannot go below.
+//! * `floor/*`: ES256 verify and sign alone, on the same keys, through josekit
+//!   (`es256_*`) and through OpenSSL's ECDSA primitives (`openssl_ecdsa_*`, what the broker
+//!   calls): what one client_credentials exchange cannot go below.
 //!
 //! At the end a summary prints our exchange beside the floor and their ratio (target ≤ 1.4×,
 //! issue 3), read back from criterion's `estimates.json`.
@@ -45,7 +46,7 @@ struct Fixture {
     eddsa: AgentKey,
     rs256: AgentKey,
     broker: Broker,
-    /// The broker's signing key as PEM, for the josekit floor bench.
+    /// The broker's signing key as PEM, for the floor benches.
     broker_pem: String,
     now: i64,
 }
@@ -195,30 +196,18 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
 }
 
 fn bench_floor(c: &mut Criterion, f: &Fixture) {
-    use josekit::jwk::Jwk;
-    use josekit::jws::{JwsSigner, JwsVerifier, ES256};
-    let jwk = Jwk::from_map(f.es256.public_jwk.clone()).expect("agent JWK");
-    let verifier = ES256.verifier_from_jwk(&jwk).expect("verifier");
-    let signer = ES256.signer_from_pem(f.broker_pem.as_bytes()).expect("signer");
     // The same inputs the broker handles: an SDK assertion in, a token-sized payload out.
-    let assertion = f.es256.assertion(ISSUER, f.now, 300);
-    let (input, sig) = assertion.rsplit_once('.').expect("three parts");
-    let sig = agent_sts::crypto::b64url_decode(sig).expect("base64url");
     let token = f.broker.tokens.mint(&example_spec(f)).expect("mint").token;
     let (to_sign, _) = token.rsplit_once('.').expect("three parts");
-    verifier.verify(input.as_bytes(), &sig).expect("floor verify");
+    let floor = common::Floor::new(&f.es256, &f.broker_pem, ISSUER, to_sign.as_bytes());
 
     let mut g = c.benchmark_group("floor");
-    g.bench_function("es256_verify", |b| {
-        b.iter(|| verifier.verify(black_box(input.as_bytes()), black_box(&sig)).expect("verifies"))
-    });
-    g.bench_function("es256_sign", |b| b.iter(|| signer.sign(black_box(to_sign.as_bytes())).expect("signs")));
-    g.bench_function("es256_verify_plus_sign", |b| {
-        b.iter(|| {
-            verifier.verify(black_box(input.as_bytes()), black_box(&sig)).expect("verifies");
-            signer.sign(black_box(to_sign.as_bytes())).expect("signs")
-        })
-    });
+    g.bench_function("es256_verify", |b| b.iter(|| floor.josekit_verify()));
+    g.bench_function("es256_sign", |b| b.iter(|| black_box(floor.josekit_sign())));
+    g.bench_function("es256_verify_plus_sign", |b| b.iter(|| black_box(floor.josekit_pair())));
+    g.bench_function("openssl_ecdsa_verify", |b| b.iter(|| floor.openssl_verify()));
+    g.bench_function("openssl_ecdsa_sign", |b| b.iter(|| black_box(floor.openssl_sign())));
+    g.bench_function("openssl_ecdsa_verify_plus_sign", |b| b.iter(|| black_box(floor.openssl_pair())));
     g.finish();
 }
 
@@ -249,20 +238,32 @@ fn estimate_ns(group: &str, name: &str) -> Option<f64> {
 }
 
 fn summary() {
-    let floor = estimate_ns("floor", "es256_verify_plus_sign");
-    let verify = estimate_ns("floor", "es256_verify");
-    let sign = estimate_ns("floor", "es256_sign");
+    let est = |name: &str| estimate_ns("floor", name);
+    let josekit = est("es256_verify_plus_sign");
+    let openssl = est("openssl_ecdsa_verify_plus_sign");
     let ours = estimate_ns("exchange", "client_credentials_es256");
     println!("\n== issue 3: one client_credentials exchange against the crypto floor (medians) ==");
     let us = |v: Option<f64>| v.map_or("n/a (not run)".to_string(), |ns| format!("{:.1} µs", ns / 1000.0));
-    println!("  floor: josekit ES256 verify        {}", us(verify));
-    println!("  floor: josekit ES256 sign          {}", us(sign));
-    println!("  floor: verify + sign               {}", us(floor));
-    println!("  ours:  parse + exchange (memory)   {}", us(ours));
-    if let (Some(fl), Some(o)) = (floor, ours) {
-        let ratio = o / fl;
-        let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
-        println!("  ratio: {ratio:.2}× the floor ({verdict} the 1.4× target; in process, no HTTP, no Redis)");
+    println!(
+        "  floor: josekit ES256 verify / sign          {} / {}",
+        us(est("es256_verify")),
+        us(est("es256_sign"))
+    );
+    println!("  floor: josekit verify + sign                {}", us(josekit));
+    println!(
+        "  floor: OpenSSL ECDSA verify / sign          {} / {}",
+        us(est("openssl_ecdsa_verify")),
+        us(est("openssl_ecdsa_sign"))
+    );
+    println!("  floor: OpenSSL ECDSA verify + sign         {}", us(openssl));
+    println!("  ours:  parse + exchange (memory)            {}", us(ours));
+    let Some(o) = ours else { return };
+    for (name, floor) in [("josekit", josekit), ("OpenSSL ECDSA", openssl)] {
+        if let Some(fl) = floor {
+            let ratio = o / fl;
+            let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
+            println!("  ratio: {ratio:.2}× the {name} floor ({verdict} 1.4×; in process, no HTTP, no Redis)");
+        }
     }
 }
 

@@ -130,3 +130,99 @@ pub fn token_exchange_body(subject_token: &str, assertion: &str, resource: &str)
         ("scope", "read"),
     ])
 }
+
+/// The cryptographic floor of one client_credentials exchange: verify one ES256 assertion
+/// signature, make one ES256 token signature, on the same keys and inputs the broker
+/// handles, two ways:
+///
+/// * `josekit_pair`: josekit's `ES256` verifier and signer (issue 3's "raw josekit/OpenSSL
+///   verify + sign pair"); each call sets up a fresh OpenSSL 3 `EVP` context;
+/// * `openssl_pair`: SHA-256 plus OpenSSL's `ECDSA_do_verify`/`ECDSA_do_sign` on keys parsed
+///   once: the lowest this machine's OpenSSL goes, and what the broker itself now calls
+///   (src/crypto/ecdsa.rs).
+pub struct Floor {
+    josekit_verifier: Box<dyn josekit::jws::JwsVerifier>,
+    josekit_signer: Box<dyn josekit::jws::JwsSigner>,
+    ec_public: openssl::ec::EcKey<openssl::pkey::Public>,
+    ec_private: openssl::ec::EcKey<openssl::pkey::Private>,
+    /// Signing input and raw `R || S` signature of an SDK-shaped assertion.
+    assertion_input: Vec<u8>,
+    assertion_sig: Vec<u8>,
+    /// The signing input of a token-sized payload.
+    token_input: Vec<u8>,
+}
+
+impl Floor {
+    /// `agent` signs the assertion (its public JWK verifies it); `signing_pem` is the
+    /// broker's ES256 key; `token_input` is what the broker signs per token.
+    pub fn new(agent: &AgentKey, signing_pem: &str, aud: &str, token_input: &[u8]) -> Floor {
+        use josekit::jws::ES256;
+        assert_eq!(agent.alg, Alg::ES256, "the floor is defined on ES256");
+        let jwk = josekit::jwk::Jwk::from_map(agent.public_jwk.clone()).expect("agent JWK");
+        let coord = |m: &str| {
+            let b = crypto::b64url_decode(agent.public_jwk[m].as_str().expect("coordinate")).expect("b64");
+            openssl::bn::BigNum::from_slice(&b).expect("bignum")
+        };
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).expect("P-256");
+        let ec_public =
+            openssl::ec::EcKey::from_public_key_affine_coordinates(&group, &coord("x"), &coord("y"))
+                .expect("point");
+        let ec_private = openssl::pkey::PKey::private_key_from_pem(signing_pem.as_bytes())
+            .and_then(|k| k.ec_key())
+            .expect("broker EC key");
+        let now = agent_sts::clock::Clock::now_secs(&agent_sts::clock::SystemClock);
+        let assertion = agent.assertion(aud, now, 60);
+        let (input, sig) = assertion.rsplit_once('.').expect("three parts");
+        let floor = Floor {
+            josekit_verifier: Box::new(ES256.verifier_from_jwk(&jwk).expect("verifier")),
+            josekit_signer: Box::new(ES256.signer_from_pem(signing_pem.as_bytes()).expect("signer")),
+            ec_public,
+            ec_private,
+            assertion_input: input.as_bytes().to_vec(),
+            assertion_sig: crypto::b64url_decode(sig).expect("b64"),
+            token_input: token_input.to_vec(),
+        };
+        floor.josekit_pair();
+        floor.openssl_pair();
+        floor
+    }
+
+    pub fn josekit_verify(&self) {
+        self.josekit_verifier.verify(&self.assertion_input, &self.assertion_sig).expect("floor verifies");
+    }
+
+    pub fn josekit_sign(&self) -> Vec<u8> {
+        self.josekit_signer.sign(&self.token_input).expect("floor signs")
+    }
+
+    pub fn josekit_pair(&self) -> Vec<u8> {
+        self.josekit_verify();
+        self.josekit_sign()
+    }
+
+    pub fn openssl_verify(&self) {
+        use openssl::bn::BigNum;
+        let digest = openssl::sha::sha256(&self.assertion_input);
+        let (r, s) = self.assertion_sig.split_at(32);
+        let sig = openssl::ecdsa::EcdsaSig::from_private_components(
+            BigNum::from_slice(r).expect("r"),
+            BigNum::from_slice(s).expect("s"),
+        )
+        .expect("sig");
+        assert!(sig.verify(&digest, &self.ec_public).expect("verify runs"), "floor verifies");
+    }
+
+    pub fn openssl_sign(&self) -> Vec<u8> {
+        let digest = openssl::sha::sha256(&self.token_input);
+        let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &self.ec_private).expect("floor signs");
+        let mut out = sig.r().to_vec_padded(32).expect("r");
+        out.extend_from_slice(&sig.s().to_vec_padded(32).expect("s"));
+        out
+    }
+
+    pub fn openssl_pair(&self) -> Vec<u8> {
+        self.openssl_verify();
+        self.openssl_sign()
+    }
+}
