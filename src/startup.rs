@@ -120,7 +120,22 @@ pub fn build_broker(
         Mode::Production => ReplayBackend::Redis,
     });
     let replay = match backend {
-        ReplayBackend::Memory => AnyReplayStore::Memory(MemoryStore::new(r.memory_capacity, clock.clone())),
+        ReplayBackend::Memory => {
+            // An entry lives until the assertion's exp (at most max lifetime + skew ahead)
+            // plus the skew; a full store refuses (503) rather than forget.
+            let t = &settings.tokens;
+            let longest = t.max_assertion_lifetime_secs.saturating_add(2 * t.clock_skew_secs).max(1);
+            tracing::info!(
+                capacity = r.memory_capacity,
+                "replay store: in memory, one process only; room for {} spent assertions, which \
+                 sustains at least {} exchanges/s with {}-second assertions; past that it refuses \
+                 with 503 (raise replay.memory_capacity, about 140 bytes an entry, or use Redis)",
+                r.memory_capacity,
+                r.memory_capacity as u64 / longest,
+                t.max_assertion_lifetime_secs,
+            );
+            AnyReplayStore::Memory(MemoryStore::new(r.memory_capacity, clock.clone()))
+        }
         ReplayBackend::Redis => AnyReplayStore::Redis(Box::new(
             RedisStore::new(
                 &r.redis_url,
