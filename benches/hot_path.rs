@@ -255,7 +255,7 @@ fn summary() {
         us(est("openssl_ecdsa_verify")),
         us(est("openssl_ecdsa_sign"))
     );
-    println!("  floor: OpenSSL ECDSA verify + sign         {}", us(openssl));
+    println!("  floor: OpenSSL ECDSA verify + sign          {}", us(openssl));
     println!("  ours:  parse + exchange (memory)            {}", us(ours));
     let Some(o) = ours else { return };
     for (name, floor) in [("josekit", josekit), ("OpenSSL ECDSA", openssl)] {

@@ -16,18 +16,25 @@
 //!    with `--replay redis` starts its own `redis-server` on a free loopback port;
 //! 2. spawns `agent-sts serve --config …` (issuer `http://127.0.0.1:<port>`, `RUST_LOG=warn`
 //!    unless `--broker-log`) and times the cold start: spawn ▶ first 200 from `GET /readyz`;
-//! 3. per phase, pre-generates every request before the clock starts: one fresh assertion
+//! 3. times the cryptographic floor on this run's keys (ES256 verify + sign, through josekit
+//!    and through OpenSSL's ECDSA primitives, thread CPU, fastest of 9 rounds) while the
+//!    broker is idle, so every window's CPU per exchange is compared with a floor measured in
+//!    the same run;
+//! 4. per phase, pre-generates every request before the clock starts: one fresh assertion
 //!    each (unique `jti`, `exp = iat + 60`), signed with the library, framed as HTTP/1.1 bytes;
-//! 4. drives `POST /token` with `--connections` keep-alive connections for `--warmup-secs` (not
+//! 5. drives `POST /token` with `--connections` keep-alive connections for `--warmup-secs` (not
 //!    counted) then `--duration-secs`, unlimited or paced at `--rate` req/s; every response
 //!    must be 200 with an `access_token`; anything else is counted by status and `error`;
-//! 5. reports requests/s, latency percentiles, the broker's CPU seconds per successful
+//! 6. reports requests/s, latency percentiles, the broker's CPU seconds per successful
 //!    exchange (utime + stime from `/proc/<pid>/stat`, sampled at the window's edges), its
 //!    peak RSS (`VmHWM`), and the cold start.
 //!
 //! The client is a minimal HTTP/1.1 client on one tokio thread so that it takes as little
-//! of the shared CPU as possible; its own CPU time is reported too. Everything listens on
-//! 127.0.0.1; every child process is killed when this process exits, fails or panics.
+//! of the shared CPU as possible; its own CPU time is reported too. By default its threads
+//! are `SCHED_BATCH` so that they never preempt the broker when a response wakes them
+//! (`--client-sched normal` to compare); the broker and Redis run under the normal policy.
+//! Everything listens on 127.0.0.1; every child process is killed when this process exits,
+//! fails or panics.
 
 mod common;
 
