@@ -141,6 +141,9 @@ struct Args {
     /// Scheduling policy of the load generator's own threads (it shares the broker's cores).
     #[arg(long, value_enum, default_value = "batch")]
     client_sched: ClientSched,
+    /// Exit with status 1 if any request failed in any window (CI's smoke run uses it).
+    #[arg(long)]
+    fail_on_error: bool,
     /// Print the results as one JSON object too.
     #[arg(long)]
     json: bool,
@@ -1033,6 +1036,7 @@ fn run(args: &Args) -> Result<(), Error> {
         phases[0].0 = "paced";
     }
     let mut results = Vec::new();
+    let mut failures = 0u64;
     let mut idx = 0;
     while idx < phases.len() {
         let (name, rate) = phases[idx];
@@ -1078,6 +1082,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 }
             }
         }
+        failures += r.tally.failed.values().sum::<u64>();
         results.push(report.json);
         idx += 1;
     }
@@ -1101,6 +1106,9 @@ fn run(args: &Args) -> Result<(), Error> {
         println!("{j}");
     }
     drop(setup.dir);
+    if args.fail_on_error && failures > 0 {
+        return Err(format!("{failures} requests failed (--fail-on-error)").into());
+    }
     Ok(())
 }
 
