@@ -19,16 +19,33 @@ fn client_auth(a: &str) -> [(&str, &str); 2] {
     [("client_assertion_type", CLIENT_ASSERTION_TYPE), ("client_assertion", a)]
 }
 
+/// [`exchange`] with client authentication by a fresh assertion of `agent` (RFC 7523 §2.2).
+async fn exchange_as(
+    app: &TestApp,
+    agent: &str,
+    subject: &str,
+    subject_type: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let a = app.assertion(agent).sign();
+    let mut p = client_auth(&a).to_vec();
+    p.extend_from_slice(extra);
+    exchange(app, subject, subject_type, &p).await
+}
+
 #[tokio::test]
 async fn rescopes_our_token_for_another_server() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, Some("read write")).await;
     let (_, subject_claims) = decode_unverified(&subject);
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    let r =
-        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "read write")])
-            .await;
+    let r = exchange_as(
+        &app,
+        "bot",
+        &subject,
+        TT_ACCESS_TOKEN,
+        &[("resource", TICKETS), ("scope", "read write")],
+    )
+    .await;
     r.assert_ok();
     assert_eq!(r.body["issued_token_type"], TT_ACCESS_TOKEN);
     assert_eq!(r.body["token_type"], "Bearer");
@@ -48,17 +65,18 @@ async fn rescopes_our_token_for_another_server() {
 async fn rfc8693_scope_never_wider_than_subject() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, Some("read")).await;
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    let r =
-        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "read write")])
-            .await;
+    let r = exchange_as(
+        &app,
+        "bot",
+        &subject,
+        TT_ACCESS_TOKEN,
+        &[("resource", TICKETS), ("scope", "read write")],
+    )
+    .await;
     r.assert_ok();
     assert_eq!(r.body["scope"], "read");
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    let r =
-        exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS), ("scope", "write")]).await;
+    let r = exchange_as(&app, "bot", &subject, TT_ACCESS_TOKEN, &[("resource", TICKETS), ("scope", "write")])
+        .await;
     r.assert_error(400, "invalid_scope");
 }
 
@@ -68,9 +86,7 @@ async fn rfc8693_lifetime_never_longer_than_subject() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, None).await;
     app.clock.advance_secs(250);
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    let r = exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)]).await;
+    let r = exchange_as(&app, "bot", &subject, TT_ACCESS_TOKEN, &[("resource", TICKETS)]).await;
     r.assert_ok();
     let expires_in = r.body["expires_in"].as_i64().expect("expires_in");
     assert!((1..=50).contains(&expires_in), "only the subject's remaining ~50 s, got {expires_in}");
@@ -83,9 +99,7 @@ async fn rfc8693_2_2_2_bad_subject_tokens_are_invalid_request() {
     let other_app = TestApp::spawn().await;
     // Issued by another broker (another signing key and issuer).
     let foreign = other_app.token_for("bot", DOCS, None).await;
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, &foreign, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+    exchange_as(&app, "bot", &foreign, TT_ACCESS_TOKEN, &[("resource", TICKETS)])
         .await
         .assert_error(400, "invalid_request");
     // Tampered.
@@ -95,22 +109,16 @@ async fn rfc8693_2_2_2_bad_subject_tokens_are_invalid_request() {
     claims["scope"] = json!("read write");
     parts[1] = agent_sts::crypto::b64url_encode(claims.to_string().as_bytes());
     let tampered = parts.join(".");
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, &tampered, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+    exchange_as(&app, "bot", &tampered, TT_ACCESS_TOKEN, &[("resource", TICKETS)])
         .await
         .assert_error(400, "invalid_request");
     // Expired.
     app.clock.advance_secs(301);
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    let r = exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)]).await;
+    let r = exchange_as(&app, "bot", &subject, TT_ACCESS_TOKEN, &[("resource", TICKETS)]).await;
     r.assert_error(400, "invalid_request");
     assert!(r.body["error_description"].as_str().unwrap_or_default().contains("expired"));
     // Not a JWT at all.
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, "opaque-token", TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+    exchange_as(&app, "bot", "opaque-token", TT_ACCESS_TOKEN, &[("resource", TICKETS)])
         .await
         .assert_error(400, "invalid_request");
 }
@@ -121,9 +129,7 @@ async fn rfc8693_2_2_2_bad_subject_tokens_are_invalid_request() {
 async fn rfc8693_2_2_2_another_agents_token_is_invalid_request() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("other-bot", TICKETS, None).await;
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("resource", TICKETS)])
+    exchange_as(&app, "bot", &subject, TT_ACCESS_TOKEN, &[("resource", TICKETS)])
         .await
         .assert_error(400, "invalid_request");
 }
@@ -143,9 +149,7 @@ async fn rfc6749_5_2_exchange_without_authentication_is_invalid_client() {
 async fn rfc8693_2_2_2_unreachable_target_is_invalid_target() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, None).await;
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, &subject, TT_ACCESS_TOKEN, &[c1, c2, ("audience", "unreached")])
+    exchange_as(&app, "bot", &subject, TT_ACCESS_TOKEN, &[("audience", "unreached")])
         .await
         .assert_error(400, "invalid_target");
 }
@@ -179,13 +183,14 @@ async fn rfc8693_actor_token_authenticates_the_actor() {
     )
     .await;
     r.assert_ok();
-    let (actor, client) = (app.assertion("other-bot").sign(), app.assertion("bot").sign());
-    let [c1, c2] = client_auth(&client);
-    let r = exchange(
+    // Client authentication by bot, actor token by other-bot.
+    let actor = app.assertion("other-bot").sign();
+    let r = exchange_as(
         &app,
+        "bot",
         &subject,
         TT_ACCESS_TOKEN,
-        &[c1, c2, ("actor_token", &actor), ("actor_token_type", TT_JWT), ("resource", TICKETS)],
+        &[("actor_token", &actor), ("actor_token_type", TT_JWT), ("resource", TICKETS)],
     )
     .await;
     r.assert_error(400, "invalid_request");
@@ -196,23 +201,15 @@ async fn rfc8693_actor_token_authenticates_the_actor() {
 async fn rfc8693_2_2_2_unsupported_token_types_are_invalid_request() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, None).await;
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(&app, &subject, "urn:ietf:params:oauth:token-type:id_token", &[c1, c2, ("resource", TICKETS)])
+    exchange_as(&app, "bot", &subject, "urn:ietf:params:oauth:token-type:id_token", &[("resource", TICKETS)])
         .await
         .assert_error(400, "invalid_request");
-    let a = app.assertion("bot").sign();
-    let [c1, c2] = client_auth(&a);
-    exchange(
+    exchange_as(
         &app,
+        "bot",
         &subject,
         TT_ACCESS_TOKEN,
-        &[
-            c1,
-            c2,
-            ("resource", TICKETS),
-            ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token"),
-        ],
+        &[("resource", TICKETS), ("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token")],
     )
     .await
     .assert_error(400, "invalid_request");
@@ -224,9 +221,7 @@ async fn repeated_exchange_by_the_same_actor_does_not_grow_act() {
     let app = TestApp::spawn().await;
     let mut token = app.token_for("bot", DOCS, None).await;
     for target in [TICKETS, DOCS, TICKETS] {
-        let a = app.assertion("bot").sign();
-        let [c1, c2] = client_auth(&a);
-        let r = exchange(&app, &token, TT_ACCESS_TOKEN, &[c1, c2, ("resource", target)]).await;
+        let r = exchange_as(&app, "bot", &token, TT_ACCESS_TOKEN, &[("resource", target)]).await;
         r.assert_ok();
         token = r.access_token().to_string();
     }
