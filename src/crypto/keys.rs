@@ -201,22 +201,28 @@ fn key_pair_from_pem(alg: Alg, pem: &[u8]) -> Result<Box<dyn KeyPair>, josekit::
     })
 }
 
-fn signer_from_pem(alg: Alg, pem: &[u8]) -> Result<Box<dyn JwsSigner>, josekit::JoseError> {
+/// ES256/ES384 on OpenSSL's ECDSA primitives; the rest through josekit. The key's shape has
+/// already been checked by [`public_jwk_from_pem`].
+fn signer_from_pem(alg: Alg, pem: &[u8]) -> Result<Signer, KeyError> {
     use josekit::jws;
+    let jose = |e| invalid(alg, e);
     Ok(match alg {
-        Alg::ES256 => Box::new(jws::ES256.signer_from_pem(pem)?),
-        Alg::ES384 => Box::new(jws::ES384.signer_from_pem(pem)?),
-        Alg::EdDSA => Box::new(jws::EdDSA.signer_from_pem(pem)?),
-        Alg::RS256 => Box::new(jws::RS256.signer_from_pem(pem)?),
-        Alg::PS256 => match jws::PS256.signer_from_pem(pem) {
+        Alg::ES256 | Alg::ES384 => Signer::Ecdsa(
+            EcdsaSigner::from_pem(alg, pem).map_err(|reason| KeyError::Invalid { alg, reason })?,
+        ),
+        Alg::EdDSA => Signer::Jose(Box::new(jws::EdDSA.signer_from_pem(pem).map_err(jose)?)),
+        Alg::RS256 => Signer::Jose(Box::new(jws::RS256.signer_from_pem(pem).map_err(jose)?)),
+        Alg::PS256 => Signer::Jose(match jws::PS256.signer_from_pem(pem) {
             Ok(signer) => Box::new(signer),
             // josekit reads only RSA-PSS PEM for PS256; a plain RSA key goes through its JWK.
             Err(_) => {
-                let mut private: JsonObject = jws::RS256.key_pair_from_pem(pem)?.to_jwk_private_key().into();
+                let mut private: JsonObject =
+                    jws::RS256.key_pair_from_pem(pem).map_err(jose)?.to_jwk_private_key().into();
                 private.remove("alg");
-                Box::new(jws::PS256.signer_from_jwk(&Jwk::from_map(private)?)?)
+                let jwk = Jwk::from_map(private).map_err(jose)?;
+                Box::new(jws::PS256.signer_from_jwk(&jwk).map_err(jose)?)
             }
-        },
+        }),
     })
 }
 
@@ -320,13 +326,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn from_pem(alg: Alg, pem: &[u8], kid: Option<&str>) -> Result<Self, KeyError> {
         let public_jwk = public_jwk_from_pem(alg, pem, kid)?;
-        let jose = signer_from_pem(alg, pem).map_err(|e| invalid(alg, e))?;
-        let signer = match alg {
-            Alg::ES256 | Alg::ES384 => Signer::Ecdsa(
-                EcdsaSigner::from_pem(alg, pem).map_err(|reason| KeyError::Invalid { alg, reason })?,
-            ),
-            _ => Signer::Jose(jose),
-        };
+        let signer = signer_from_pem(alg, pem)?;
         let kid = match public_jwk.get("kid") {
             Some(Value::String(k)) => k.clone(),
             _ => return Err(KeyError::NotAString("kid")),
