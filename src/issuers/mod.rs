@@ -17,7 +17,9 @@ mod jwks;
 
 pub use cache::{IssuerKeys, IssuerStatus};
 pub use config::{check_url, is_loopback_host, IssuerConfig, IssuerToml, KeySource, DEFAULT_ALGORITHMS};
-pub use fetch::{FetchSettings, Fetcher};
+pub use fetch::FetchSettings;
+
+use fetch::Fetcher;
 pub use jwks::{parse_jwk, parse_jwks, KeySet, LookupError, ParsedJwks};
 
 use crate::clock::SharedClock;
@@ -216,6 +218,10 @@ impl Drop for Issuers {
         let control = self.lock();
         for task in control.tasks.values() {
             task.abort();
+        }
+        // A request still holding an issuer must not wait for a refetch that won't come.
+        for keys in self.by_iss.load().values() {
+            keys.set_running(false);
         }
     }
 }
