@@ -5,6 +5,8 @@ mod cli;
 mod client_credentials;
 mod discovery;
 mod helpers;
+mod idp;
+mod issuer_keys;
 mod jwt_bearer;
 mod redis_outage;
 mod replay;
