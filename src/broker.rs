@@ -1,8 +1,9 @@
 //! The broker: one token request in, one token (or one OAuth error) out. No HTTP here; the
 //! handler in `http/` and the in-process benchmarks both call [`Broker::exchange`].
 
-use crate::client_auth::{self, AssertionRules, Role, VerifiedAssertion};
+use crate::client_auth::{self, AssertionRules, IssuedRules, IssuedToken, Role, TypRule, VerifiedAssertion};
 use crate::clock::SharedClock;
+use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
 use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
@@ -13,6 +14,8 @@ pub struct Broker {
     pub policy: Arc<Policy>,
     pub tokens: TokenIssuer,
     pub replay: AnyReplayStore,
+    /// Trusted issuers' keys (`[[issuer]]`), fetched and cached.
+    pub issuers: Arc<Issuers>,
     pub clock: SharedClock,
     pub rules: AssertionRules,
     pub lifetimes: Lifetimes,
@@ -26,6 +29,10 @@ pub struct Issued {
     pub sub: String,
     pub aud: String,
     pub jti: String,
+    /// The trusted issuer (policy id) whose token was presented, if any.
+    pub issuer: Option<String>,
+    /// The federation or delegation rule that mapped it.
+    pub rule: Option<String>,
 }
 
 /// What a grant handler hands to the policy decision and the mint.
@@ -39,6 +46,9 @@ pub(crate) struct ExchangeContext<'p> {
     pub ceiling_exp: Option<i64>,
     /// `issued_token_type` (RFC 8693 §2.2.1), for exchanges only.
     pub issued_token_type: Option<&'static str>,
+    /// For the audit event: the trusted issuer (policy id) and the rule that mapped its token.
+    pub issuer: Option<String>,
+    pub rule: Option<String>,
 }
 
 impl Broker {
@@ -71,6 +81,23 @@ impl Broker {
                 tracing::debug!(role = role.parameter(), reason = %e, "assertion refused");
                 e.to_oauth(role)
             })
+    }
+
+    /// Verify a trusted issuer's token in the given role (single-use issuers: spent here).
+    pub(crate) async fn verify_issued(
+        &self,
+        raw: &str,
+        typ: TypRule,
+        role: Role,
+        now: i64,
+    ) -> Result<IssuedToken<'_>, OAuthError> {
+        let rules = IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew };
+        client_auth::verify_issued(raw, &self.policy, &self.issuers, &rules, &self.replay, now).await.map_err(
+            |e| {
+                tracing::debug!(role = role.parameter(), reason = %e, "trusted issuer's token refused");
+                e.to_oauth(role)
+            },
+        )
     }
 
     /// Client authentication (RFC 7523 §2.2), when the request carries a client assertion.
@@ -129,6 +156,8 @@ impl Broker {
             sub: ctx.sub,
             aud: permit.server.resource.clone(),
             jti: minted.jti,
+            issuer: ctx.issuer,
+            rule: ctx.rule,
         })
     }
 

@@ -5,6 +5,7 @@ use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
 use crate::config::{check_issuer, ReplayBackend, Settings};
 use crate::crypto::SigningKey;
+use crate::issuers::Issuers;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
 use crate::replay::{AnyReplayStore, MemoryStore, RedisStore};
@@ -150,8 +151,19 @@ pub fn build_broker(
             .map_err(|e| StartupError::Config(format!("replay.redis_url: {e}")))?,
         )),
     };
+    let issuers = Issuers::new(&settings.issuers, clock.clone(), &policy.issuers)
+        .map_err(|e| StartupError::Config(format!("trusted issuers: {e}")))?;
+    for i in policy.issuers.iter().filter(|i| !i.single_use) {
+        tracing::warn!(
+            issuer = %i.id,
+            iss = %i.issuer,
+            "issuer '{}' has single_use = false: its tokens are reused by design (e.g. Kubernetes service-account tokens) and are not spent in the replay store; each can be exchanged again until it expires",
+            i.id
+        );
+    }
     let t = &settings.tokens;
     Ok(Broker {
+        issuers: Arc::new(issuers),
         policy: Arc::new(policy),
         rules: assertion_rules(&issuer, t),
         lifetimes: Lifetimes { default_secs: t.default_lifetime_secs, max_secs: t.max_lifetime_secs },
@@ -220,6 +232,9 @@ impl Application {
             );
         }
         let broker = Arc::new(build_broker(&settings, mode, issuer.clone(), clock)?);
+        // Fetch trusted issuers' keys in the background; an issuer that is down does not
+        // hold up the start (its tokens get 503 until its keys are known).
+        broker.issuers.start().map_err(StartupError::Config)?;
         let server = crate::http::server(listener, broker.clone(), &settings)
             .map_err(|source| StartupError::Bind { addr, source })?;
         tracing::info!(

@@ -4,6 +4,7 @@ mod assertion_checks;
 mod cli;
 mod client_credentials;
 mod discovery;
+mod federation;
 mod helpers;
 mod idp;
 mod issuer_keys;
