@@ -48,6 +48,8 @@ pub(crate) async fn token(
                 scope = %issued.response.scope,
                 jti = %issued.jti,
                 expires_in = issued.response.expires_in,
+                issuer = issued.issuer.as_deref().unwrap_or("-"),
+                rule = issued.rule.as_deref().unwrap_or("-"),
                 micros = started.elapsed().as_micros() as u64,
             );
             match serde_json::to_vec(&issued.response) {
