@@ -24,7 +24,7 @@ pub(crate) async fn federated<'b>(
     let claims = &token.checked.claims;
     let sub = claims.sub().filter(|s| !s.is_empty()).ok_or_else(|| role.refuse("has no sub"))?;
     let policy = &broker.policy;
-    let rule = policy.federation_rule(token.issuer, claims.as_object()).map_err(|deny| {
+    let (rule, agent) = policy.map_federated(token.issuer, claims.as_object()).map_err(|deny| {
         if let FederationDeny::NoRule { .. } = &deny {
             for (rule, outcomes) in policy.federation_trace(token.issuer, claims.as_object()).iter().take(8) {
                 if let Some(failed) = outcomes.iter().find(|o| !o.holds) {
@@ -34,10 +34,6 @@ pub(crate) async fn federated<'b>(
         }
         role.refuse(deny)
     })?;
-    let agent = &policy.agents[rule.agent];
-    if agent.disabled {
-        return Err(role.refuse(format!("agent '{}' (federation rule '{}') is disabled", agent.id, rule.id)));
-    }
     if client.is_some_and(|c| c.id != agent.id) {
         return Err(role.refuse(format!(
             "maps to agent '{}' (federation rule '{}'), not to the authenticated client",

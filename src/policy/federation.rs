@@ -62,6 +62,7 @@ pub struct IssuerRules {
 pub enum FederationDeny {
     NoRule { issuer: String },
     Ambiguous { issuer: String, first: String, second: String },
+    AgentDisabled { rule: String, agent: String },
 }
 
 impl std::fmt::Display for FederationDeny {
@@ -74,6 +75,9 @@ impl std::fmt::Display for FederationDeny {
                 f,
                 "federation rules '{first}' and '{second}' of issuer '{issuer}' both match this token; it is refused as ambiguous"
             ),
+            FederationDeny::AgentDisabled { rule, agent } => {
+                write!(f, "agent '{agent}' (federation rule '{rule}') is disabled")
+            }
         }
     }
 }
@@ -174,6 +178,21 @@ impl Policy {
         }
     }
 
+    /// The agent a trusted issuer's (verified) token acts as: the one matching rule's agent,
+    /// which must be enabled. The broker and `policy explain` both decide with this.
+    pub fn map_federated(
+        &self,
+        issuer: usize,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(&FederationRule, &super::Agent), FederationDeny> {
+        let rule = self.federation_rule(issuer, claims)?;
+        let agent = &self.agents[rule.agent];
+        if agent.disabled {
+            return Err(FederationDeny::AgentDisabled { rule: rule.id.clone(), agent: agent.id.clone() });
+        }
+        Ok((rule, agent))
+    }
+
     /// Every rule of `issuer` with how each of its tests fared (for `policy explain`).
     pub fn federation_trace<'p>(
         &'p self,
@@ -242,7 +261,8 @@ impl Policy {
             let mut pair = |a: usize, b: usize| {
                 let (ra, rb) = (&self.federation[a], &self.federation[b]);
                 if ra.predicates.may_overlap(&rb.predicates) {
-                    out.push((self.issuers[issuer].id.as_str(), ra.id.as_str(), rb.id.as_str()));
+                    let (x, y) = if ra.id <= rb.id { (ra, rb) } else { (rb, ra) };
+                    out.push((self.issuers[issuer].id.as_str(), x.id.as_str(), y.id.as_str()));
                 }
             };
             for bucket in slot.by_value.values() {
@@ -261,5 +281,98 @@ impl Policy {
         }
         out.sort();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::Policy;
+    use serde_json::json;
+
+    const BASE: &str = r#"
+[[server]]
+id = "docs"
+resource = "https://docs.example/mcp"
+scopes = ["read"]
+
+[[issuer]]
+id = "gh"
+issuer = "https://token.actions.githubusercontent.com"
+discovery = true
+
+[[agent]]
+id = "deployer"
+[[agent.allow]]
+server = "docs"
+scopes = ["read"]
+"#;
+
+    fn load(extra: &str) -> Result<Policy, String> {
+        Policy::from_sources(&[("p.toml".into(), format!("{BASE}\n{extra}"))]).map_err(|e| e.to_string())
+    }
+
+    fn rule(id: &str, issuer: &str, agent: &str, claims: &str) -> String {
+        format!("[[federation]]\nid = \"{id}\"\nissuer = \"{issuer}\"\nagent = \"{agent}\"\n[federation.claims]\n{claims}\n")
+    }
+
+    #[test]
+    fn refuses_rules_that_name_nothing_or_test_nothing() {
+        for (extra, why) in [
+            (rule("r", "nope", "deployer", "repo = 'a'"), "no [[issuer]] has id 'nope'"),
+            (rule("r", "gh", "nobody", "repo = 'a'"), "no [[agent]] has id 'nobody'"),
+            (
+                "[[federation]]\nid = \"r\"\nissuer = \"gh\"\nagent = \"deployer\"\n".to_string(),
+                "has no claims tests",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    rule("r", "gh", "deployer", "repo = 'a'"),
+                    rule("r", "gh", "deployer", "repo = 'b'")
+                ),
+                "defined twice",
+            ),
+            (rule("r", "gh", "deployer", "iss = 'x'"), "issuer's configuration"),
+            (
+                "[[agent]]\nid = \"https://token.actions.githubusercontent.com\"\n".to_string(),
+                "also the iss of issuer 'gh'",
+            ),
+        ] {
+            let e = load(&extra).expect_err(&extra);
+            assert!(e.contains(why) && e.starts_with("p.toml: "), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn one_rule_maps_more_are_ambiguous_and_overlaps_are_reported() {
+        let p = load(&format!(
+            "{}{}{}",
+            rule("by-repo", "gh", "deployer", "repository_id = '1'\nref = 'refs/heads/main'"),
+            rule("by-repo-tags", "gh", "deployer", "repository_id = '1'\nref = { glob = 'refs/tags/*' }"),
+            rule("other-repo", "gh", "deployer", "repository_id = '2'"),
+        ))
+        .expect("valid");
+        let claims = |v: serde_json::Value| v.as_object().cloned().expect("object");
+        let (r, a) = p
+            .map_federated(0, &claims(json!({"repository_id": "1", "ref": "refs/heads/main"})))
+            .expect("maps");
+        assert_eq!((r.id.as_str(), a.id.as_str()), ("by-repo", "deployer"));
+        assert!(p.map_federated(0, &claims(json!({"repository_id": "3"}))).is_err());
+        // Candidates come from the index: a token of repository 2 is tested against one rule.
+        let c = claims(json!({"repository_id": "2"}));
+        assert_eq!(p.federation_candidates(0, &c).count(), 1);
+        assert!(p.federation_overlaps().is_empty(), "main vs tags, and repo 1 vs repo 2, cannot overlap");
+
+        let q = load(&format!(
+            "{}{}",
+            rule("main", "gh", "deployer", "ref = 'refs/heads/main'"),
+            rule("repo", "gh", "deployer", "repository_id = '1'"),
+        ))
+        .expect("valid");
+        assert_eq!(q.federation_overlaps(), vec![("gh", "main", "repo")]);
+        let both = claims(json!({"repository_id": "1", "ref": "refs/heads/main"}));
+        let e = q.map_federated(0, &both).expect_err("ambiguous");
+        assert!(e.to_string().contains("ambiguous"), "{e}");
+        assert!(q.summary().contains("warning: federation rules 'main' and 'repo'"), "{}", q.summary());
     }
 }

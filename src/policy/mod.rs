@@ -4,7 +4,9 @@
 //! Files are parsed and validated once ([`Policy::load`]) into runtime types with keys
 //! already turned into verifiers; [`decide`] is a pure function over them.
 
+pub mod cases;
 mod decide;
+pub mod explain;
 mod federation;
 mod load;
 pub mod predicate;

@@ -9,6 +9,7 @@ mod helpers;
 mod idp;
 mod issuer_keys;
 mod jwt_bearer;
+mod policy_tools;
 mod redis_outage;
 mod replay;
 mod request_form;
