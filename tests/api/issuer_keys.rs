@@ -503,3 +503,44 @@ async fn dropping_the_registry_stops_its_tasks() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(idp.jwks_requests(), after);
 }
+
+/// https to an issuer behind a private CA: trusted through `issuers.ca_file`, refused without it.
+#[tokio::test]
+async fn https_issuer_behind_a_private_ca() {
+    let (idp, cert) = Idp::start_tls(&[(Alg::ES256, "ec-1")]);
+    assert!(idp.issuer().starts_with("https://"));
+    let c = config(&format!("id = \"corp\"\nissuer = \"{}\"\ndiscovery = true", idp.issuer()));
+
+    let untrusted = started(std::slice::from_ref(&c), settings());
+    let keys = untrusted.get(&idp.issuer()).expect("listed");
+    assert!(wait_until(WAIT, || keys.status().last_error.is_some()).await);
+    let error = keys.status().last_error.expect("error");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(!keys.is_loaded());
+    drop(untrusted);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.pem()).expect("write");
+    let fetch = agent_sts::config::IssuerFetchSettings {
+        ca_file: Some(ca_file),
+        ..agent_sts::config::IssuerFetchSettings::default()
+    };
+    let trusted = Issuers::new(&fetch, clock(), &[c]).expect("registry");
+    trusted.start().expect("start");
+    let keys = loaded(&trusted, &idp.issuer()).await;
+    assert!(verifies(&keys.lookup(Some("ec-1"), Alg::ES256).expect("key"), &idp.sign(&claims(&idp), "ec-1")));
+    assert_eq!(idp.requests(DISCOVERY_PATH), 1, "the handshake without the CA failed before any request");
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, "not a certificate").expect("write");
+    let fetch = agent_sts::config::IssuerFetchSettings {
+        ca_file: Some(ca_file),
+        ..agent_sts::config::IssuerFetchSettings::default()
+    };
+    assert!(Issuers::new(&fetch, clock(), &[]).is_err());
+}
