@@ -125,6 +125,7 @@ fn bench_mint(c: &mut Criterion, f: &Fixture) {
         iat: f.now,
         exp: f.now + 300,
         act: None,
+        entitlement: None,
     };
     c.bench_function("mint/es256", |b| b.iter(|| f.broker.tokens.mint(black_box(&spec)).expect("mint")));
 }
@@ -133,8 +134,14 @@ fn bench_decide(c: &mut Criterion, f: &Fixture) {
     let agent = f.broker.policy.agent(&f.es256.id).expect("agent");
     let resources = vec![DOCS.to_string()];
     let requested = ScopeSet::parse(SCOPE).expect("scope");
-    let d =
-        Decision { agent, resources: &resources, audiences: &[], requested: Some(&requested), ceiling: None };
+    let d = Decision {
+        agent,
+        resources: &resources,
+        audiences: &[],
+        requested: Some(&requested),
+        ceiling: None,
+        subject: None,
+    };
     decide(&f.broker.policy, &d, f.broker.lifetimes).expect("permit");
     c.bench_function("policy/decide", |b| {
         b.iter(|| decide(&f.broker.policy, black_box(&d), f.broker.lifetimes).expect("permit"))
@@ -171,6 +178,7 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
             iat: f.now,
             exp: f.now + 3600,
             act: None,
+            entitlement: None,
         })
         .expect("subject token")
         .token;
@@ -274,6 +282,7 @@ fn example_spec(f: &Fixture) -> MintSpec<'_> {
         iat: f.now,
         exp: f.now + 300,
         act: None,
+        entitlement: None,
     }
 }
 

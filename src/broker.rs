@@ -5,7 +5,7 @@ use crate::client_auth::{self, AssertionRules, IssuedRules, IssuedToken, Role, T
 use crate::clock::SharedClock;
 use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
-use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
+use crate::policy::{decide, Agent, Decision, Entitlement, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
 use crate::replay::{AnyReplayStore, ReplayStore};
 use std::sync::Arc;
@@ -49,6 +49,10 @@ pub(crate) struct ExchangeContext<'p> {
     /// For the audit event: the trusted issuer (policy id) and the rule that mapped its token.
     pub issuer: Option<String>,
     pub rule: Option<String>,
+    /// What the subject may have by policy, recorded in the issued token (claim
+    /// `entitlement`) so that any later exchange is capped by it; when it is not the agent's
+    /// own, it caps this decision too.
+    pub entitlement: Entitlement,
 }
 
 impl Broker {
@@ -91,7 +95,10 @@ impl Broker {
         role: Role,
         now: i64,
     ) -> Result<IssuedToken<'_>, OAuthError> {
-        let rules = IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew };
+        // An ID-JAG is always single use, with a jti, for this broker's issuer.
+        let id_jag = typ == TypRule::ID_JAG;
+        let rules =
+            IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew, id_jag };
         client_auth::verify_issued(raw, &self.policy, &self.issuers, &rules, &self.replay, now).await.map_err(
             |e| {
                 tracing::debug!(role = role.parameter(), reason = %e, "trusted issuer's token refused");
@@ -114,6 +121,12 @@ impl Broker {
         }
     }
 
+    /// The entitlement of an agent acting as itself.
+    pub(crate) fn own_entitlement(&self, agent: &Agent) -> Entitlement {
+        // The agent came from this policy, so its id is indexed.
+        Entitlement::Agent(self.policy.agent_index(&agent.id).unwrap_or_default())
+    }
+
     fn issue(&self, req: &TokenRequest, ctx: ExchangeContext<'_>, now: i64) -> Result<Issued, OAuthError> {
         let decision = Decision {
             agent: ctx.agent,
@@ -121,6 +134,10 @@ impl Broker {
             audiences: &req.audiences,
             requested: req.scope.as_ref(),
             ceiling: ctx.ceiling_scopes.as_ref(),
+            subject: match ctx.entitlement {
+                Entitlement::Agent(a) if self.policy.agents[a].id == ctx.agent.id => None,
+                other => Some(other),
+            },
         };
         let permit = decide(&self.policy, &decision, self.lifetimes).map_err(|d| d.to_oauth())?;
         let lifetime = i64::try_from(permit.lifetime_secs).unwrap_or(i64::MAX);
@@ -131,7 +148,9 @@ impl Broker {
                 "the subject_token expires now; nothing is left to exchange",
             ));
         }
+        let entitlement = self.policy.entitlement_claim(ctx.entitlement);
         let spec = MintSpec {
+            entitlement: Some(&entitlement),
             sub: &ctx.sub,
             aud: &permit.server.resource,
             client_id: &ctx.agent.id,

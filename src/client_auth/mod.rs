@@ -11,7 +11,7 @@ pub mod checklist;
 mod issued;
 
 pub use checklist::{check, check_parsed, Checked, Expect, JwtError, Skew, TypRule};
-pub use issued::{names_trusted_issuer, verify_issued, IssuedRules, IssuedToken};
+pub use issued::{names_trusted_issuer, trusted_issuer_of, verify_issued, IssuedRules, IssuedToken};
 
 use crate::crypto::VerifyingKey;
 use crate::policy::{Agent, Policy};

@@ -24,5 +24,6 @@ pub(crate) async fn client_credentials<'b>(
         issued_token_type: None,
         issuer: None,
         rule: None,
+        entitlement: broker.own_entitlement(agent),
     })
 }

@@ -49,5 +49,6 @@ pub(crate) async fn federated<'b>(
         issued_token_type,
         issuer: Some(token.config.id.clone()),
         rule: Some(rule.id.clone()),
+        entitlement: crate::policy::Entitlement::Federation(rule.index),
     })
 }

@@ -251,6 +251,7 @@ mod tests {
             audience: None,
             max_token_age_secs: None,
             single_use: Some(false),
+            id_jag: false,
         };
         let c = IssuerConfig::from_toml("p.toml", &t).expect("valid");
         let clock: SharedClock = Arc::new(crate::clock::SystemClock);

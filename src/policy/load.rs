@@ -30,6 +30,9 @@ struct PolicyFile {
     issuer: Vec<crate::issuers::IssuerToml>,
     #[serde(default)]
     federation: Vec<super::federation::FederationDef>,
+    #[serde(default)]
+    delegation: Vec<super::delegation::DelegationDef>,
+    chains: Option<super::delegation::ChainsDef>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,8 @@ struct ServerDef {
     resource: String,
     scopes: Vec<String>,
     max_token_lifetime_secs: Option<u64>,
+    /// The agent that runs this MCP server: it may exchange tokens issued for it (a chain).
+    operator: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -54,9 +59,9 @@ struct AgentDef {
     allow: Vec<AllowDef>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AllowDef {
+pub(super) struct AllowDef {
     server: String,
     scopes: Vec<String>,
     #[serde(default)]
@@ -121,6 +126,46 @@ impl Policy {
             }
         }
         policy.federation_index = super::federation::index(policy.issuers.len(), &policy.federation);
+        for (name, file) in &parsed {
+            for s in &file.server {
+                if let Some(op) = &s.operator {
+                    let agent = policy.agent_index(op).ok_or_else(|| {
+                        err(name, format!("server {:?}: operator {op:?} is not an [[agent]]", s.id))
+                    })?;
+                    if let Some(i) = policy.server_by_audience(&s.id) {
+                        policy.servers[i].operator = Some(agent);
+                    }
+                }
+            }
+            for d in &file.delegation {
+                if let Some(r) = policy.delegation.iter().find(|r| r.id == d.id) {
+                    return Err(err(
+                        name,
+                        format!("delegation rule '{}' is defined twice (also in {})", d.id, r.source),
+                    ));
+                }
+                let rule = super::delegation::rule_from_def(&policy, name, d)?;
+                policy.delegation.push(rule);
+            }
+        }
+        policy.delegation_index = super::delegation::index(&policy.delegation);
+        policy.max_actors = super::delegation::DEFAULT_MAX_ACTORS;
+        let mut chains_from: Option<&str> = None;
+        for (name, file) in &parsed {
+            if let Some(c) = &file.chains {
+                if let Some(first) = chains_from {
+                    return Err(err(name, format!("[chains] is set twice (also in {first})")));
+                }
+                if c.max_actors == 0 || c.max_actors > crate::mint::MAX_ACT_DEPTH {
+                    return Err(err(
+                        name,
+                        format!("[chains] max_actors must be between 1 and {}", crate::mint::MAX_ACT_DEPTH),
+                    ));
+                }
+                policy.max_actors = c.max_actors;
+                chains_from = Some(name);
+            }
+        }
         Ok(policy)
     }
 }
@@ -194,6 +239,7 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
         resource: s.resource.clone(),
         scopes,
         max_token_lifetime_secs: s.max_token_lifetime_secs,
+        operator: None,
         source: file.to_string(),
     });
     Ok(())
@@ -259,8 +305,29 @@ fn add_agent(policy: &mut Policy, file: &str, a: &AgentDef) -> Result<(), Policy
         }
         keys.push(key);
     }
-    let mut allow: Vec<Allowance> = Vec::with_capacity(a.allow.len());
-    for al in &a.allow {
+    let allow = allowances(policy, file, &ctx, &a.allow)?;
+    policy.by_agent_id.insert(a.id.clone(), policy.agents.len());
+    policy.agents.push(Agent {
+        id: a.id.clone(),
+        disabled: a.disabled,
+        max_token_lifetime_secs: a.max_token_lifetime_secs,
+        keys,
+        allow,
+        source: file.to_string(),
+    });
+    Ok(())
+}
+
+/// `[[... .allow]]` entries (of an agent or a delegation rule) ▶ allowances: each server
+/// known and listed once, every scope offered by it, default scopes among the scopes.
+pub(super) fn allowances(
+    policy: &Policy,
+    file: &str,
+    ctx: &str,
+    defs: &[AllowDef],
+) -> Result<Vec<Allowance>, PolicyError> {
+    let mut allow: Vec<Allowance> = Vec::with_capacity(defs.len());
+    for al in defs {
         let actx = format!("{ctx}: allow server {:?}", al.server);
         let &server = policy
             .by_server_id
@@ -280,16 +347,7 @@ fn add_agent(policy: &mut Policy, file: &str, a: &AgentDef) -> Result<(), Policy
         }
         allow.push(Allowance { server, scopes, default_scopes });
     }
-    policy.by_agent_id.insert(a.id.clone(), policy.agents.len());
-    policy.agents.push(Agent {
-        id: a.id.clone(),
-        disabled: a.disabled,
-        max_token_lifetime_secs: a.max_token_lifetime_secs,
-        keys,
-        allow,
-        source: file.to_string(),
-    });
-    Ok(())
+    Ok(allow)
 }
 
 #[cfg(test)]

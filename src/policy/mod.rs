@@ -6,12 +6,14 @@
 
 pub mod cases;
 mod decide;
+pub mod delegation;
 pub mod explain;
 mod federation;
 mod load;
 pub mod predicate;
 
 pub use decide::{decide, Decision, Deny, Lifetimes, Permit};
+pub use delegation::{DelegationDeny, DelegationRule, Entitlement};
 pub use federation::{FederationDeny, FederationRule};
 pub use load::PolicyError;
 
@@ -27,6 +29,8 @@ pub struct Server {
     pub resource: String,
     pub scopes: ScopeSet,
     pub max_token_lifetime_secs: Option<u64>,
+    /// Index into [`Policy::agents`] of the agent that operates this server, if any.
+    pub operator: Option<usize>,
     pub source: String,
 }
 
@@ -99,6 +103,11 @@ pub struct Policy {
     /// `[[federation]]` rules, indexed per issuer in `federation_index`.
     pub federation: Vec<FederationRule>,
     federation_index: Vec<federation::IssuerRules>,
+    /// `[[delegation]]` rules, indexed by (issuer, actor).
+    pub delegation: Vec<DelegationRule>,
+    delegation_index: HashMap<(usize, usize), Vec<usize>>,
+    /// `[chains] max_actors`.
+    max_actors: usize,
     by_resource: HashMap<String, usize>,
     by_server_id: HashMap<String, usize>,
     by_agent_id: HashMap<String, usize>,
