@@ -33,6 +33,8 @@ pub struct Issued {
     pub issuer: Option<String>,
     /// The federation or delegation rule that mapped it.
     pub rule: Option<String>,
+    /// The actor chain, current actor first (`act`, RFC 8693 section 4.1), for the audit.
+    pub actors: Vec<String>,
 }
 
 /// What a grant handler hands to the policy decision and the mint.
@@ -43,6 +45,9 @@ pub(crate) struct ExchangeContext<'p> {
     pub act: Option<Act>,
     /// For exchanges: the result is never wider or longer-lived than the subject token.
     pub ceiling_scopes: Option<ScopeSet>,
+    /// What counts as requested when the request names no scope (an ID-JAG: its own scope);
+    /// `None`: the agent's default scopes.
+    pub default_request: Option<ScopeSet>,
     pub ceiling_exp: Option<i64>,
     /// `issued_token_type` (RFC 8693 §2.2.1), for exchanges only.
     pub issued_token_type: Option<&'static str>,
@@ -132,7 +137,7 @@ impl Broker {
             agent: ctx.agent,
             resources: &req.resources,
             audiences: &req.audiences,
-            requested: req.scope.as_ref(),
+            requested: req.scope.as_ref().or(ctx.default_request.as_ref()),
             ceiling: ctx.ceiling_scopes.as_ref(),
             subject: match ctx.entitlement {
                 Entitlement::Agent(a) if self.policy.agents[a].id == ctx.agent.id => None,
@@ -177,6 +182,7 @@ impl Broker {
             jti: minted.jti,
             issuer: ctx.issuer,
             rule: ctx.rule,
+            actors: ctx.act.as_ref().map(Act::chain).unwrap_or_default(),
         })
     }
 

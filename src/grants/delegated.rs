@@ -60,6 +60,7 @@ pub(crate) async fn on_behalf_of<'b>(
         sub: sub.to_string(),
         act: Some(act),
         ceiling_scopes,
+        default_request: None,
         ceiling_exp: Some(token.checked.exp),
         issued_token_type: Some(ISSUED),
         issuer: Some(token.config.id.clone()),

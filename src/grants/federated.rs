@@ -45,6 +45,7 @@ pub(crate) async fn federated<'b>(
         sub: sub.to_string(),
         act: None,
         ceiling_scopes: None,
+        default_request: None,
         ceiling_exp: None,
         issued_token_type,
         issuer: Some(token.config.id.clone()),

@@ -42,6 +42,7 @@ pub(crate) async fn jwt_bearer<'b>(
         sub: grant.agent.id.clone(),
         act: None,
         ceiling_scopes: None,
+        default_request: None,
         ceiling_exp: None,
         issued_token_type: None,
         issuer: None,

@@ -29,9 +29,11 @@ pub(crate) fn document(broker: &Broker) -> web::Bytes {
         "authorization_endpoint": format!("{issuer}/authorize"),
         "response_types_supported": ["code"],
         "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "scopes_supported": scopes,
+        // MCP enterprise-managed authorization: ID-JAGs are redeemed with the jwt-bearer grant.
+        "authorization_grant_profiles_supported": ["urn:ietf:params:oauth:grant-profile:id-jag"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
     });
     web::Bytes::from(doc.to_string())
 }

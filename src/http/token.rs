@@ -50,6 +50,7 @@ pub(crate) async fn token(
                 expires_in = issued.response.expires_in,
                 issuer = issued.issuer.as_deref().unwrap_or("-"),
                 rule = issued.rule.as_deref().unwrap_or("-"),
+                actors = %issued.actors.join(" < "),
                 micros = started.elapsed().as_micros() as u64,
             );
             match serde_json::to_vec(&issued.response) {

@@ -19,6 +19,17 @@ impl Act {
     pub fn depth(&self) -> usize {
         1 + self.act.as_ref().map_or(0, |a| a.depth())
     }
+
+    /// The actors, current one first.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.sub.clone()];
+        let mut next = self.act.as_deref();
+        while let Some(a) = next {
+            out.push(a.sub.clone());
+            next = a.act.as_deref();
+        }
+        out
+    }
 }
 
 /// The deepest `act` chain accepted in a token we verify.

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub const DOCS: &str = "https://docs.mcp.test/mcp";
 pub const TICKETS: &str = "https://tickets.mcp.test/mcp";
 pub const UNREACHED: &str = "https://unreached.mcp.test/mcp";
+pub const SVC_B: &str = "https://b.mcp.test/mcp";
+pub const SVC_C: &str = "https://c.mcp.test/mcp";
+pub const SVC_D: &str = "https://d.mcp.test/mcp";
+pub const SVC_E: &str = "https://e.mcp.test/mcp";
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -171,6 +175,31 @@ pub fn agents() -> &'static [AgentDef] {
                 extra: "[[agent.allow]]\nserver = \"tickets\"\nscopes = [\"read\"]\ndefault_scopes = [\"read\"]\n",
             },
             AgentDef { id: "off-bot", keys: vec![agent_key(Alg::ES256, Some("off-1"))], extra: "disabled = true\n" },
+            // Agents of delegation chains (tests/api/delegation.rs): each operates an MCP
+            // server of its own (svc-b is run by agent-b, ...).
+            AgentDef {
+                id: "agent-a",
+                keys: vec![agent_key(Alg::ES256, Some("a-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-b\"\nscopes = [\"ask\", \"read\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"docs\"\nscopes = [\"read\", \"write\"]\ndefault_scopes = [\"read\"]\n",
+            },
+            AgentDef {
+                id: "agent-b",
+                keys: vec![agent_key(Alg::ES256, Some("b-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-c\"\nscopes = [\"ask\", \"read\", \"admin\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"svc-e\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
+            AgentDef {
+                id: "agent-c",
+                keys: vec![agent_key(Alg::ES256, Some("c-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-d\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"svc-c\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
+            AgentDef {
+                id: "agent-d",
+                keys: vec![agent_key(Alg::ES256, Some("d-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-e\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
             AgentDef {
                 id: "nodefault-bot",
                 keys: vec![agent_key(Alg::ES256, Some("nd-1"))],
@@ -188,7 +217,11 @@ pub fn policy_toml() -> String {
     let mut out = String::from(
         "[[server]]\nid = \"docs\"\nresource = \"https://docs.mcp.test/mcp\"\nscopes = [\"read\", \"write\"]\nmax_token_lifetime_secs = 900\n\n\
          [[server]]\nid = \"tickets\"\nresource = \"https://tickets.mcp.test/mcp\"\nscopes = [\"read\", \"write\", \"admin\"]\n\n\
-         [[server]]\nid = \"unreached\"\nresource = \"https://unreached.mcp.test/mcp\"\nscopes = [\"read\"]\n\n",
+         [[server]]\nid = \"unreached\"\nresource = \"https://unreached.mcp.test/mcp\"\nscopes = [\"read\"]\n\n\
+         [[server]]\nid = \"svc-b\"\nresource = \"https://b.mcp.test/mcp\"\nscopes = [\"ask\", \"read\"]\noperator = \"agent-b\"\n\n\
+         [[server]]\nid = \"svc-c\"\nresource = \"https://c.mcp.test/mcp\"\nscopes = [\"ask\", \"read\", \"admin\"]\noperator = \"agent-c\"\n\n\
+         [[server]]\nid = \"svc-d\"\nresource = \"https://d.mcp.test/mcp\"\nscopes = [\"ask\"]\noperator = \"agent-d\"\n\n\
+         [[server]]\nid = \"svc-e\"\nresource = \"https://e.mcp.test/mcp\"\nscopes = [\"ask\"]\n\n",
     );
     for a in agents() {
         let keys: Vec<String> = a

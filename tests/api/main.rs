@@ -3,6 +3,7 @@
 mod assertion_checks;
 mod cli;
 mod client_credentials;
+mod delegation;
 mod discovery;
 mod federation;
 mod helpers;
