@@ -13,9 +13,9 @@
 use crate::broker::{Broker, ExchangeContext};
 use crate::client_auth::{Role, TypRule};
 use crate::mint::Act;
+use crate::policy::delegation::may_act_names;
 use crate::policy::{Agent, Entitlement, Policy};
 use crate::protocol::{OAuthError, TokenType};
-use serde_json::Value;
 
 const ISSUED: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -31,7 +31,7 @@ pub(crate) async fn on_behalf_of<'b>(
     let token = broker.verify_issued(raw, typ, role, now).await?;
     let claims = &token.checked.claims;
     let sub = claims.sub().filter(|s| !s.is_empty()).ok_or_else(|| role.refuse("has no sub"))?;
-    check_may_act(claims.get("may_act"), actor, broker.tokens.issuer()).map_err(|e| role.refuse(e))?;
+    may_act_names(claims.get("may_act"), &actor.id, broker.tokens.issuer()).map_err(|e| role.refuse(e))?;
     let policy = &broker.policy;
     let actor_index =
         policy.agent_index(&actor.id).ok_or_else(|| role.refuse("the actor is not an agent"))?;
@@ -67,17 +67,4 @@ pub(crate) async fn on_behalf_of<'b>(
         rule: Some(rule.id.clone()),
         entitlement: Entitlement::Delegation(rule.index),
     })
-}
-
-/// RFC 8693 section 4.4: `may_act` names the party allowed to act for the subject. It must
-/// name this actor: its `sub` is the agent id, and its `iss`, if present, this broker.
-fn check_may_act(may_act: Option<&Value>, actor: &Agent, broker_issuer: &str) -> Result<(), String> {
-    let Some(may_act) = may_act else { return Ok(()) };
-    let names_actor = may_act.get("sub").and_then(Value::as_str) == Some(actor.id.as_str())
-        && may_act.get("iss").is_none_or(|i| i.as_str() == Some(broker_issuer));
-    if names_actor {
-        Ok(())
-    } else {
-        Err(format!("its may_act does not name agent '{}' (RFC 8693 section 4.4)", actor.id))
-    }
 }

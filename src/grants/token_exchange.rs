@@ -169,9 +169,7 @@ fn exchange_own_token<'b>(
         )
     })?;
     let policy = &broker.policy;
-    let operator = policy.server_by_resource(&claims.aud).and_then(|s| policy.operator_of(s));
-    let operates = operator.is_some_and(|o| policy.agents[o].id == actor.id);
-    if actor.id != claims.client_id && !operates {
+    if !policy.may_exchange(&actor.id, &claims.client_id, &claims.aud) {
         return Err(OAuthError::invalid_request(format!(
             "subject_token: only the agent it was issued to ('{}'), or the operator of its audience, may exchange it",
             claims.client_id

@@ -247,6 +247,16 @@ impl Policy {
         }
     }
 
+    /// Whether `actor` may exchange one of our tokens issued to `client_id` for `aud`: it is
+    /// the agent the token was issued to, or the operator of its audience.
+    pub fn may_exchange(&self, actor: &str, client_id: &str, aud: &str) -> bool {
+        actor == client_id
+            || self
+                .server_by_resource(aud)
+                .and_then(|s| self.operator_of(s))
+                .is_some_and(|o| self.agents[o].id == actor)
+    }
+
     /// The agent that operates a server (`operator`), if the policy names one.
     pub fn operator_of(&self, server: usize) -> Option<usize> {
         self.servers[server].operator
@@ -286,5 +296,23 @@ impl Policy {
         }
         out.sort();
         out
+    }
+}
+
+/// RFC 8693 section 4.4: `may_act`, when a subject token carries it, names the party allowed
+/// to act for the subject. It must name this actor: its `sub` is the agent id, and its `iss`,
+/// if present, this broker.
+pub fn may_act_names(
+    may_act: Option<&serde_json::Value>,
+    actor: &str,
+    broker_issuer: &str,
+) -> Result<(), String> {
+    let Some(may_act) = may_act else { return Ok(()) };
+    let names_actor = may_act.get("sub").and_then(|v| v.as_str()) == Some(actor)
+        && may_act.get("iss").is_none_or(|i| i.as_str() == Some(broker_issuer));
+    if names_actor {
+        Ok(())
+    } else {
+        Err(format!("its may_act does not name agent '{actor}' (RFC 8693 section 4.4)"))
     }
 }
