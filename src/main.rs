@@ -1,8 +1,9 @@
 //! The `agent-sts` command: serve, policy check, keygen, assert.
 
+use agent_sts::agent::AgentKey;
 use agent_sts::clock::{Clock, SystemClock};
 use agent_sts::config::Settings;
-use agent_sts::crypto::{self, Alg, SigningKey};
+use agent_sts::crypto::{self, Alg};
 use agent_sts::policy::Policy;
 use agent_sts::startup::{Application, Mode};
 use clap::{Parser, Subcommand};
@@ -132,15 +133,20 @@ fn serve(
     }
     agent_sts::telemetry::init(settings.log.format);
     let mode = if dev { Mode::Dev } else { Mode::Production };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async move {
+    server_runtime()?.block_on(async move {
         let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
+}
+
+/// The runtime `serve` and `proxy` run on: the HTTP workers have their own threads, so
+/// one more is enough for the rest.
+fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {
@@ -197,24 +203,8 @@ fn assert_cmd(
     if !(1..=3600).contains(&lifetime) {
         return Err("--lifetime-secs must be between 1 and 3600".into());
     }
-    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let alg = match alg {
-        Some(a) => a,
-        None => crypto::detect_alg(&pem)
-            .ok_or_else(|| format!("{}: not a PEM private key of a supported type", key.display()))?,
-    };
-    let signer = SigningKey::from_pem(alg, &pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
-    let now = SystemClock.now_secs();
-    let claims = serde_json::json!({
-        "iss": agent,
-        "sub": agent,
-        "aud": audience,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": crypto::random_id(),
-    });
-    let header = signer.encoded_header("JWT", kid.is_some());
-    let jwt = signer.sign_compact(&header, claims.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let key = AgentKey::load(agent, key, kid, alg).map_err(|e| e.to_string())?;
+    let jwt = key.assertion(audience, SystemClock.now_secs(), lifetime).map_err(|e| e.to_string())?;
     println!("{jwt}");
     Ok(())
 }
