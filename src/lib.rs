@@ -21,6 +21,7 @@ pub mod http;
 pub mod mint;
 pub mod policy;
 pub mod protocol;
+pub mod proxy;
 pub mod replay;
 pub mod startup;
 pub mod telemetry;
