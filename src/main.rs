@@ -1,4 +1,6 @@
-//! The `agent-sts` command: serve, policy check, keygen, assert.
+//! The `agent-sts` command: serve, policy check, keygen, assert, token, proxy.
+
+mod cli;
 
 use agent_sts::agent::AgentKey;
 use agent_sts::clock::{Clock, SystemClock};
@@ -85,6 +87,12 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lifetime_secs: i64,
     },
+    /// Get an access token for one MCP server from the broker and print it (for scripts
+    /// and CI steps): RFC 8414 discovery, a fresh assertion, client credentials.
+    Token(cli::token::TokenArgs),
+    /// Run a local proxy that forwards an MCP client's requests to one MCP server with a
+    /// short-lived token from the broker: for clients that can't sign an assertion.
+    Proxy(cli::proxy::ProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +116,8 @@ fn main() -> ExitCode {
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
         }
+        Command::Token(args) => cli::token::run(args),
+        Command::Proxy(args) => cli::proxy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
