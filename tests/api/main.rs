@@ -10,5 +10,6 @@ mod proxy;
 mod redis_outage;
 mod replay;
 mod request_form;
+mod token_cli;
 mod token_exchange;
 mod upstream;
