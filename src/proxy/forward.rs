@@ -18,6 +18,7 @@ pub(crate) struct ProxyState {
     pub upstream: url::Url,
     pub guard: LocalGuard,
     pub max_buffered_body: usize,
+    pub sse_keepalive: std::time::Duration,
 }
 
 /// A request body: held in memory when small (so it can be resent after a 401), or
@@ -109,7 +110,7 @@ pub(crate) async fn forward(
         };
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             tracing::debug!(%method, status = resp.status().as_u16(), "agent-sts proxy: forwarded");
-            return stream_back(resp);
+            return stream_back(resp, state.sse_keepalive);
         }
         // RFC 6750 section 3.1: our token was refused. Renew at once; resend once if the
         // body is still at hand.
@@ -171,7 +172,7 @@ fn refused_upstream(state: &ProxyState, retried: bool, invalid: bool, streamed: 
 }
 
 /// The upstream's response, headers filtered, body streamed chunk by chunk as it arrives.
-fn stream_back(resp: reqwest::Response) -> HttpResponse {
+fn stream_back(resp: reqwest::Response, sse_keepalive: std::time::Duration) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     for (name, value) in headers::local_response(resp.headers()) {
@@ -181,6 +182,11 @@ fn stream_back(resp: reqwest::Response) -> HttpResponse {
         return builder.finish();
     }
     let length = resp.content_length();
+    let event_stream = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
     let stream = resp.bytes_stream().map_err(|e| {
         tracing::warn!(
             "agent-sts proxy: upstream response ended with an error: {}",
@@ -190,6 +196,9 @@ fn stream_back(resp: reqwest::Response) -> HttpResponse {
     });
     match length {
         Some(n) => builder.body(SizedStream::new(n, stream)),
+        None if event_stream => {
+            builder.streaming(super::sse::with_keepalive(Box::pin(stream), sse_keepalive))
+        }
         None => builder.streaming(stream),
     }
 }

@@ -7,8 +7,9 @@
 //! key (client credentials with `private_key_jwt`, RFC 7523) and lives only in memory.
 //!
 //! - Streamable HTTP: `POST` (JSON or `text/event-stream` answers, streamed as they
-//!   arrive), `GET` (a held-open SSE stream), `DELETE`; `Mcp-Session-Id` and
-//!   `MCP-Protocol-Version` pass both ways.
+//!   arrive), `GET` (a held-open SSE stream, with keep-alive comments while idle so that a
+//!   client that left is noticed and the upstream stream closed), `DELETE`;
+//!   `Mcp-Session-Id` and `MCP-Protocol-Version` pass both ways.
 //! - Only the upstream's own path is served; every other path is 404, so a client that
 //!   probes for OAuth metadata concludes that no authorization is needed. The upstream's
 //!   `WWW-Authenticate` challenges never reach the client.
@@ -23,6 +24,7 @@
 mod forward;
 mod guard;
 mod headers;
+mod sse;
 mod tokens;
 
 use crate::agent::{check_http_url, AgentKey};
@@ -38,6 +40,8 @@ use tokens::TokenCache;
 /// Request bodies up to this size are kept so they can be resent after a 401.
 pub const DEFAULT_MAX_BUFFERED_BODY: usize = 1024 * 1024;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+/// An idle SSE stream gets a keep-alive comment this often (so a client that left is noticed).
+pub const DEFAULT_SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 
 pub struct ProxyConfig {
     /// The broker's issuer URL; its metadata is found from it (RFC 8414).
@@ -52,6 +56,7 @@ pub struct ProxyConfig {
     /// Listen on an address other than loopback: whoever reaches it acts as the agent.
     pub allow_non_loopback: bool,
     pub max_buffered_body: usize,
+    pub sse_keepalive: Duration,
     pub clock: SharedClock,
 }
 
@@ -66,6 +71,7 @@ impl ProxyConfig {
             listen: DEFAULT_LISTEN.into(),
             allow_non_loopback: false,
             max_buffered_body: DEFAULT_MAX_BUFFERED_BODY,
+            sse_keepalive: DEFAULT_SSE_KEEPALIVE,
             clock,
         }
     }
@@ -136,6 +142,7 @@ impl Proxy {
             upstream,
             guard: LocalGuard::new(local_addr.port(), loopback),
             max_buffered_body: config.max_buffered_body,
+            sse_keepalive: config.sse_keepalive,
         });
         let server = HttpServer::new(move || {
             App::new().app_data(state.clone()).default_service(web::to(forward::forward))

@@ -37,11 +37,15 @@ pub fn key_file(dir: &std::path::Path, agent_id: &str, index: usize) -> std::pat
 
 /// The proxy for agent `bot` in front of `upstream`, asking `issuer` for tokens.
 pub fn proxy(issuer: &str, upstream: &Upstream, tweak: impl FnOnce(&mut ProxyConfig)) -> Rig {
+    proxy_to(issuer, &upstream.url, &upstream.state.resource, tweak)
+}
+
+pub fn proxy_to(issuer: &str, url: &str, resource: &str, tweak: impl FnOnce(&mut ProxyConfig)) -> Rig {
     let dir = tempfile::tempdir().expect("tmp");
     let key = AgentKey::load("bot", &key_file(dir.path(), "bot", 0), Some("bot-1"), None).expect("key");
     let clock = OffsetClock::new();
-    let mut config = ProxyConfig::new(issuer.to_string(), key, upstream.url.clone(), clock.clone());
-    config.resource = Some(upstream.state.resource.clone());
+    let mut config = ProxyConfig::new(issuer.to_string(), key, url.to_string(), clock.clone());
+    config.resource = Some(resource.to_string());
     config.listen = "127.0.0.1:0".into();
     tweak(&mut config);
     let proxy = Proxy::build(config).expect("proxy builds");
@@ -275,6 +279,50 @@ async fn a_get_stream_stays_open_and_closes_upstream_when_the_client_leaves() {
         let _ = events.try_send(": keep-alive\n\n".into());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An idle stream whose client left: the upstream sends nothing more, yet the proxy notices
+/// (its keep-alive comment fails to write) and closes the upstream connection. The upstream
+/// here is a bare HTTP/1.1 server that reports when its connection is closed.
+#[tokio::test]
+async fn an_idle_stream_is_closed_upstream_when_the_client_leaves() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://127.0.0.1:{}/mcp", listener.local_addr().expect("addr").port());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the proxy closed before sending a request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let event = b"data: 1\n\n";
+        let mut out =
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        out.extend_from_slice(format!("{:x}\r\n", event.len()).as_bytes());
+        out.extend_from_slice(event);
+        out.extend_from_slice(b"\r\n");
+        sock.write_all(&out).await.expect("write");
+        while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+        let _ = closed_tx.send(());
+    });
+    let rig = proxy_to(&app.issuer, &url, DOCS, |c| c.sse_keepalive = Duration::from_millis(100));
+    let r = rig.http.get(&rig.url).header("accept", "text/event-stream").send().await.expect("GET");
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut got = String::new();
+    read_until(&mut stream, &mut got, "data: 1").await;
+    read_until(&mut stream, &mut got, ": keep-alive").await;
+    drop(stream);
+    tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the upstream connection was still open 5 s after the client left")
+        .expect("the upstream task ended without seeing the close");
 }
 
 /// Bodies over the buffer bound stream through intact; such a body can't be resent after
