@@ -175,6 +175,20 @@ async fn the_token_is_renewed_at_80_percent_of_its_life() {
     assert!(upstream.seen().iter().all(|s| s.refused.is_none()), "no request carried an expired token");
 }
 
+/// Concurrent first requests wait for one renewal: the broker is asked once, and every
+/// request carries the same token.
+#[tokio::test]
+async fn concurrent_requests_share_one_renewal() {
+    let (app, upstream) = broker_and_upstream().await;
+    let rig = proxy(&app.issuer, &upstream, |_| {});
+    let calls = (0..8).map(|i| rig.call(i));
+    let results = futures_util::future::join_all(calls).await;
+    let jtis: std::collections::HashSet<String> =
+        results.iter().map(|r| r["jti"].as_str().expect("jti").to_string()).collect();
+    assert_eq!(jtis.len(), 1, "one token for all: {jtis:?}");
+    assert_eq!(upstream.seen().len(), 8);
+}
+
 /// RFC 6750 section 3.1: the upstream says `invalid_token` (here: the token was revoked).
 /// The proxy renews at once and resends the same request once; the client sees 200.
 #[tokio::test]
