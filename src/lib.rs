@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod broker;
 pub mod client_auth;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod issuers;
 pub mod mint;
 pub mod policy;
 pub mod protocol;
+pub mod proxy;
 pub mod replay;
 pub mod startup;
 pub mod telemetry;

@@ -1,8 +1,11 @@
-//! The `agent-sts` command: serve, policy check, keygen, assert.
+//! The `agent-sts` command: serve, policy check, keygen, assert, token, proxy.
 
+mod cli;
+
+use agent_sts::agent::AgentKey;
 use agent_sts::clock::{Clock, SystemClock};
 use agent_sts::config::Settings;
-use agent_sts::crypto::{self, Alg, SigningKey};
+use agent_sts::crypto::{self, Alg};
 use agent_sts::policy::Policy;
 use agent_sts::startup::{Application, Mode};
 use clap::{Parser, Subcommand};
@@ -84,6 +87,12 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lifetime_secs: i64,
     },
+    /// Get an access token for one MCP server from the broker and print it (for scripts
+    /// and CI steps): RFC 8414 discovery, a fresh assertion, client credentials.
+    Token(cli::token::TokenArgs),
+    /// Run a local proxy that forwards an MCP client's requests to one MCP server with a
+    /// short-lived token from the broker: for clients that can't sign an assertion.
+    Proxy(cli::proxy::ProxyArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +162,8 @@ fn main() -> ExitCode {
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
         }
+        Command::Token(args) => cli::token::run(args),
+        Command::Proxy(args) => cli::proxy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,12 +189,7 @@ fn serve(
     }
     agent_sts::telemetry::init(settings.log.format);
     let mode = if dev { Mode::Dev } else { Mode::Production };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async move {
+    server_runtime()?.block_on(async move {
         let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
@@ -263,6 +269,16 @@ fn policy_test(
     Ok(())
 }
 
+/// The runtime `serve` and `proxy` run on: the HTTP workers have their own threads, so
+/// one more is enough for the rest.
+fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {
     let pair = crypto::generate_key_pair(alg, kid).map_err(|e| e.to_string())?;
     let pem_path = out.with_extension("pem");
@@ -317,24 +333,8 @@ fn assert_cmd(
     if !(1..=3600).contains(&lifetime) {
         return Err("--lifetime-secs must be between 1 and 3600".into());
     }
-    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let alg = match alg {
-        Some(a) => a,
-        None => crypto::detect_alg(&pem)
-            .ok_or_else(|| format!("{}: not a PEM private key of a supported type", key.display()))?,
-    };
-    let signer = SigningKey::from_pem(alg, &pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
-    let now = SystemClock.now_secs();
-    let claims = serde_json::json!({
-        "iss": agent,
-        "sub": agent,
-        "aud": audience,
-        "iat": now,
-        "exp": now + lifetime,
-        "jti": crypto::random_id(),
-    });
-    let header = signer.encoded_header("JWT", kid.is_some());
-    let jwt = signer.sign_compact(&header, claims.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    let key = AgentKey::load(agent, key, kid, alg).map_err(|e| e.to_string())?;
+    let jwt = key.assertion(audience, SystemClock.now_secs(), lifetime).map_err(|e| e.to_string())?;
     println!("{jwt}");
     Ok(())
 }

@@ -123,6 +123,8 @@ pub struct AgentKey {
     /// The kid registered in the policy (`None`: registered without one).
     pub kid: Option<String>,
     pub jwk: Map<String, Value>,
+    /// The private key, PKCS#8 PEM (for the CLI and the proxy, which read key files).
+    pub pem: String,
 }
 
 pub struct AgentDef {
@@ -141,7 +143,7 @@ fn agent_key(alg: Alg, kid: Option<&str>) -> AgentKey {
     if alg != Alg::RS256 && alg != Alg::PS256 {
         jwk.remove("alg");
     }
-    AgentKey { key, kid: kid.map(String::from), jwk }
+    AgentKey { key, kid: kid.map(String::from), jwk, pem: pair.private_pem.0 }
 }
 
 /// Keys are generated once per run (RSA generation is slow).
@@ -265,6 +267,9 @@ impl Drop for TestApp {
     }
 }
 
+/// A last change to the broker's settings before it starts.
+pub type SettingsHook = Box<dyn FnOnce(&mut Settings) + Send>;
+
 pub struct AppOptions {
     pub redis_url: Option<String>,
     pub key_prefix: Option<String>,
@@ -276,6 +281,8 @@ pub struct AppOptions {
     pub configure: fn(&mut Settings),
     /// Appended to the test policy (issuers, rules, more agents).
     pub extra_policy: String,
+    /// Last word on the settings (listen address, lifetimes, signing key ...).
+    pub settings: Option<SettingsHook>,
 }
 
 impl Default for AppOptions {
@@ -287,6 +294,7 @@ impl Default for AppOptions {
             issuer: None,
             configure: |_| {},
             extra_policy: String::new(),
+            settings: None,
         }
     }
 }
@@ -316,6 +324,9 @@ impl TestApp {
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
         settings.server.issuer = opts.issuer;
         (opts.configure)(&mut settings);
+        if let Some(f) = opts.settings {
+            f(&mut settings);
+        }
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.
@@ -326,6 +337,11 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
         TestApp { base, issuer, clock, http, handle, _policy_dir: dir }
+    }
+
+    /// Stop serving (the port is free again once this returns).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
     }
 
     pub fn token_endpoint(&self) -> String {
