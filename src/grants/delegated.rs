@@ -52,7 +52,7 @@ pub(crate) async fn on_behalf_of<'b>(
         )),
     };
     let act = Act { sub: actor.id.clone(), act: prior };
-    crate::grants::token_exchange::check_depth(broker, &act)?;
+    policy.check_chain(&act).map_err(OAuthError::invalid_request)?;
     let ceiling_scopes =
         rule.limit_to_subject_scopes.then(|| Policy::subject_scopes(claims.as_object()).unwrap_or_default());
     Ok(ExchangeContext {

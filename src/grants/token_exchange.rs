@@ -192,13 +192,8 @@ fn exchange_own_token<'b>(
     };
     let ceiling = ScopeSet::parse(&claims.scope)
         .map_err(|_| OAuthError::invalid_request("subject_token: its scope is malformed"))?;
-    // RFC 8693 section 4.1: the current actor outermost, prior actors nested. The same actor
-    // acting again (re-scoping its own token) is not a new hop.
-    let act = match claims.act {
-        Some(prior) if prior.sub == actor.id => prior,
-        prior => Act { sub: actor.id.clone(), act: prior.map(Box::new) },
-    };
-    check_depth(broker, &act)?;
+    let act = Act::nest(claims.act, &actor.id);
+    policy.check_chain(&act).map_err(OAuthError::invalid_request)?;
     Ok(ExchangeContext {
         agent: actor,
         sub: claims.sub,
@@ -211,17 +206,4 @@ fn exchange_own_token<'b>(
         rule: None,
         entitlement,
     })
-}
-
-/// The chain cap (`[chains] max_actors`, default 3), refused with RFC 8693 section 2.2.2's
-/// `invalid_request`.
-pub(crate) fn check_depth(broker: &Broker, act: &Act) -> Result<(), OAuthError> {
-    let max = broker.policy.max_actors();
-    if act.depth() > max {
-        return Err(OAuthError::invalid_request(format!(
-            "the act chain would name {} actors; this broker issues at most {max} (RFC 8693 section 4.1)",
-            act.depth()
-        )));
-    }
-    Ok(())
 }
