@@ -11,7 +11,7 @@ pub use claims::{AssertionClaims, Audience, NumericDate};
 use crate::crypto::{Alg, CompactError, CompactJws};
 use crate::policy::{Agent, KeySelectError, Policy};
 use crate::protocol::{OAuthError, MAX_TOKEN_LEN};
-use crate::replay::{ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayError, ReplayKey, ReplayStore, Spend};
 
 /// Where the assertion was presented; it decides the error code of a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub struct VerifiedAssertion<'p> {
     pub agent: &'p Agent,
     pub jti: String,
     pub exp: i64,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,8 @@ pub enum AssertionError {
 
 impl AssertionError {
     pub fn to_oauth(&self, role: Role) -> OAuthError {
-        if let AssertionError::Store(_) = self {
-            return OAuthError::unavailable("the replay store is unavailable; retry shortly");
+        if let AssertionError::Store(e) = self {
+            return e.to_oauth();
         }
         let description = self.to_string();
         match role {
@@ -184,7 +186,8 @@ pub fn check<'p>(
         return Err(AssertionError::JtiTooLong);
     }
     let iss = iss.to_string();
-    Ok((VerifiedAssertion { agent, jti, exp }, iss))
+    let (iat, nbf) = (claims.iat.map(|d| d.0), claims.nbf.map(|d| d.0));
+    Ok((VerifiedAssertion { agent, jti, exp, iat, nbf }, iss))
 }
 
 /// The whole checklist: [`check`], then step 7, the atomic replay check. The `jti`
@@ -200,7 +203,8 @@ pub async fn verify<'p, S: ReplayStore>(
     let (verified, iss) = check(raw, client_id, policy, rules, now)?;
     // 7.
     let until_ms = verified.exp.saturating_add(rules.skew_secs).saturating_mul(1000);
-    match store.spend(&ReplayKey::for_jti(&iss, &verified.jti), until_ms).await? {
+    let times = AssertionTimes { iat: verified.iat, nbf: verified.nbf, exp: verified.exp };
+    match store.spend(&ReplayKey::for_jti(&iss, &verified.jti), until_ms, &times).await? {
         Spend::Fresh => Ok(verified),
         Spend::Replayed => Err(AssertionError::Replayed),
     }

@@ -56,11 +56,19 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// `Retry-After` seconds for a 503 (default 1).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description.into() }
+        OAuthError { code, description: description.into(), retry_after_secs: None }
+    }
+
+    /// Say when to retry (`Retry-After`, for `temporarily_unavailable`).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {

@@ -41,9 +41,17 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        let server = Self::spawn_with(port, &[]);
+        server.wait_ready();
+        server
+    }
+
+    /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
+    pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
@@ -56,12 +64,10 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("redis-server must be on PATH for the tests (Debian: apt-get install redis-server; .ci/run installs it)");
-        let server = RedisServer { child: Some(child), port };
-        server.wait_ready();
-        server
+        RedisServer { child: Some(child), port }
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -236,11 +242,16 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     pub key_prefix: Option<String>,
     pub replay: ReplayBackend,
+    /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
+    pub tweak: Option<Tweak>,
 }
+
+/// A change to the settings a test makes before the broker starts.
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { redis_url: None, key_prefix: None, replay: ReplayBackend::Redis }
+        AppOptions { redis_url: None, key_prefix: None, replay: ReplayBackend::Redis, tweak: None }
     }
 }
 
@@ -267,6 +278,11 @@ impl TestApp {
         settings.replay.backend = Some(opts.replay);
         settings.replay.redis_url = opts.redis_url.unwrap_or_else(shared_redis_url);
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
+        if let Some(tweak) = &opts.tweak {
+            tweak(&mut settings);
+        }
+        // A Redis that has served for long: its replay markers exist (a new marker is a loss).
+        crate::replay_support::seed_markers(&settings).await;
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.

@@ -8,5 +8,7 @@ mod helpers;
 mod jwt_bearer;
 mod redis_outage;
 mod replay;
+mod replay_loss;
+mod replay_support;
 mod request_form;
 mod token_exchange;
