@@ -134,6 +134,9 @@ impl Link {
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(100)
+                    // Give up on a dead node after a few attempts: the slots it served are
+                    // then looked up again, which finds the replica promoted in its place.
+                    .max_connection_attempts(std::num::NonZeroUsize::MIN.saturating_add(2))
                     .build()?;
                 Link::Cluster(Cluster { client, slots: (0..SLOTS).map(|_| Default::default()).collect() })
             }
