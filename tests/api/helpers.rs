@@ -48,12 +48,17 @@ impl RedisServer {
 
     /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
     pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(port, &args)
+    }
+
+    /// `redis-server args...` (a config file first, `--sentinel`, ...) that serves `port`.
+    pub fn spawn_raw(port: u16, args: &[&str]) -> RedisServer {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             cmd.pre_exec(|| {

@@ -12,5 +12,6 @@ mod replay;
 mod replay_cluster;
 mod replay_loss;
 mod replay_support;
+mod replay_topologies;
 mod request_form;
 mod token_exchange;

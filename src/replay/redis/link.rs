@@ -309,3 +309,23 @@ impl Cluster {
         self.slots[this_slot()].get_or_try_init(|| self.client.get_async_connection()).await.cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refuses_settings_that_would_trust_anything() {
+        let t = Duration::from_millis(100);
+        let single = |url: &str| Topology::Single { url: url.into() };
+        assert!(Link::new(&single("rediss://127.0.0.1:6380/#insecure"), None, t).is_err());
+        assert!(Link::new(&single("redis://127.0.0.1:6379"), Some(b"pem"), t).is_err());
+        assert!(Link::new(
+            &Topology::Cluster { nodes: vec!["rediss://127.0.0.1:7000".into()] },
+            Some(b"pem"),
+            t
+        )
+        .is_err());
+        assert!(Link::new(&single("rediss://127.0.0.1:6380"), None, t).is_ok());
+    }
+}

@@ -1,0 +1,201 @@
+//! The replay store over TLS with a private CA, and through Redis Sentinel. Fail closed: a
+//! Redis whose certificate the configured CA did not sign gets no spend, so no token.
+
+use crate::helpers::*;
+use crate::replay_support::*;
+use agent_sts::config::RedisTopology;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl on PATH");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, and a server certificate for 127.0.0.1 that it signed; plus a second CA that
+/// signed nothing. Returns (the CA file, the other CA file).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, cn) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=agent-sts test {ca}"));
+        let mut args = vec!["req", "-x509", "-days", "1", "-subj", &cn, "-keyout", &key, "-out", &crt];
+        args.extend_from_slice(&ec);
+        openssl(dir, &args);
+    }
+    let mut args = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
+    args.extend_from_slice(&ec);
+    openssl(dir, &args);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    (dir.join("ca.crt"), dir.join("other-ca.crt"))
+}
+
+fn over_tls(port: u16, ca: PathBuf) -> AppOptions {
+    AppOptions {
+        redis_url: Some(format!("rediss://127.0.0.1:{port}")),
+        tweak: Some(Arc::new(move |s| {
+            s.replay.tls_ca_file = Some(ca.clone());
+            s.tokens.clock_skew_secs = 0;
+        })),
+        ..AppOptions::default()
+    }
+}
+
+/// `rediss://` to a redis-server with a certificate from a private CA: the broker that
+/// trusts that CA spends there; one that trusts another CA refuses the server (503, not
+/// ready), so no token is issued against an unauthenticated store.
+#[tokio::test]
+async fn tls_redis_with_a_private_ca_and_a_server_the_ca_did_not_sign() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca, other_ca) = test_pki(dir.path());
+    let port = free_port();
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let (crt, key, ca_arg, port_arg) = (d("server.crt"), d("server.key"), d("ca.crt"), port.to_string());
+    let _redis = RedisServer::spawn_with(
+        free_port(),
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port_arg,
+            "--tls-cert-file",
+            &crt,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_arg,
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let up = within(Duration::from_secs(10), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    })
+    .await;
+    assert!(up.is_some(), "TLS redis-server listens");
+
+    let trusted = TestApp::spawn_with(over_tls(port, ca)).await;
+    // A new store: its markers are created now, so the first second refuses (skew 0).
+    let token = within(Duration::from_secs(5), || async {
+        let r = trusted.client_credentials(&trusted.assertion("bot").sign(), DOCS, None).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    token.expect("a token over TLS").assert_ok();
+    let a = trusted.assertion("bot").sign();
+    trusted.client_credentials(&a, DOCS, None).await.assert_ok();
+    trusted.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
+
+    let untrusting = TestApp::spawn_with(over_tls(port, other_ca)).await;
+    for _ in 0..2 {
+        let r = untrusting.client_credentials(&untrusting.assertion("bot").sign(), DOCS, None).await;
+        r.assert_error(503, "temporarily_unavailable");
+    }
+    assert_eq!(untrusting.get("/readyz").await.status, 503);
+}
+
+/// Sentinel: the broker asks a real `redis-server --sentinel` for the master and spends
+/// there; after `SENTINEL FAILOVER` it finds the new master by itself, and what was spent
+/// before (acknowledged by the replica, min_replica_acks = 1) is still a replay.
+#[tokio::test]
+async fn sentinel_names_the_master_and_the_broker_follows_a_failover() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir_arg = dir.path().display().to_string();
+    let master =
+        RedisServer::spawn_with(free_port(), &["--repl-diskless-sync-delay", "0", "--dir", &dir_arg]);
+    master.wait_ready();
+    let replica = RedisServer::spawn_with(
+        free_port(),
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+            "--repl-diskless-load",
+            "on-empty-db",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--dir",
+            &dir_arg,
+        ],
+    );
+    replica.wait_ready();
+    let sentinel_port = free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {dir_arg}\n\
+             sentinel monitor mymaster 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+            master.port
+        ),
+    )
+    .expect("write sentinel.conf");
+    let sentinel = RedisServer::spawn_raw(sentinel_port, &[conf.to_str().expect("utf8"), "--sentinel"]);
+    sentinel.wait_ready();
+    let sentinel_url = sentinel.url();
+    let knows_replica = within(Duration::from_secs(20), || async {
+        let r = redis_cmd(&sentinel_url, &["SENTINEL", "REPLICAS", "mymaster"]).await.ok()?;
+        matches!(r, redis::Value::Array(ref v) if !v.is_empty()).then_some(())
+    })
+    .await;
+    assert!(knows_replica.is_some(), "Sentinel found the replica");
+
+    let prefix = unique_prefix();
+    seed_single(&master.url(), &prefix).await.expect("seed markers");
+    let app = TestApp::spawn_with(AppOptions {
+        key_prefix: Some(prefix),
+        tweak: Some(Arc::new(move |s| {
+            s.replay.topology = RedisTopology::Sentinel;
+            s.replay.nodes = vec![sentinel_url.clone()];
+            s.replay.sentinel_master = Some("mymaster".into());
+            // Only the scheme (and credentials) of this URL count; the address is Sentinel's.
+            s.replay.redis_url = "redis://sentinel-names-the-host:1".into();
+            s.replay.min_replica_acks = 1;
+            s.replay.replica_ack_timeout_ms = 1500;
+            s.replay.command_timeout_ms = 3000;
+        })),
+        ..AppOptions::default()
+    })
+    .await;
+    let a = app.assertion("bot").sign();
+    app.client_credentials(&a, DOCS, None).await.assert_ok();
+    app.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
+
+    redis_cmd(&sentinel.url(), &["SENTINEL", "FAILOVER", "mymaster"]).await.expect("SENTINEL FAILOVER");
+    let moved = within(Duration::from_secs(20), || async {
+        let r = redis_cmd(&replica.url(), &["ROLE"]).await.ok()?;
+        let redis::Value::Array(role) = r else { return None };
+        matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master").then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "the replica was promoted");
+    let served = within(Duration::from_secs(20), || async {
+        let r = app.client_credentials(&app.assertion("bot").sign(), DOCS, None).await;
+        (r.status == 200).then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "the broker spends on the new master");
+    app.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
+}
