@@ -33,7 +33,7 @@ pub fn spent_key_name(prefix: &str, issuer: &str, jti: &str) -> String {
 /// The names of every group's generation marker under `prefix` (for operators and tests).
 pub fn marker_key_names(prefix: &str) -> Vec<String> {
     let keys = Keys::new(prefix);
-    (0..GROUPS).map(|g| keys.marker(g)).collect()
+    keys.markers
 }
 
 /// CRC16/XMODEM, the checksum Redis Cluster uses for key slots.
@@ -62,6 +62,7 @@ pub fn key_slot(key: &str) -> u16 {
 #[derive(Debug, Clone)]
 pub struct Keys {
     tags: Vec<String>,
+    markers: Vec<String>,
     slots: Vec<u16>,
 }
 
@@ -69,7 +70,7 @@ impl Keys {
     /// `prefix` must hold no `{` or `}` (the settings check refuses them).
     pub fn new(prefix: &str) -> Keys {
         let width = SLOTS / GROUPS as u16;
-        let (tags, slots) = (0..GROUPS)
+        let (tags, slots): (Vec<String>, Vec<u16>) = (0..GROUPS)
             .map(|n| {
                 let lo = n as u16 * width;
                 (0u32..)
@@ -82,11 +83,12 @@ impl Keys {
                     .unwrap_or_else(|| (format!("{{{prefix}g{n}}}"), 0))
             })
             .unzip();
-        Keys { tags, slots }
+        let markers = tags.iter().map(|t| format!("{t}gen")).collect();
+        Keys { tags, markers, slots }
     }
 
-    pub fn marker(&self, group: usize) -> String {
-        format!("{}gen", self.tags[group])
+    pub fn marker(&self, group: usize) -> &str {
+        &self.markers[group]
     }
 
     pub fn spent(&self, group: usize, key: &ReplayKey) -> String {
@@ -138,7 +140,7 @@ mod tests {
         let width = SLOTS / GROUPS as u16;
         for g in 0..GROUPS {
             let k = ReplayKey::for_jti("a", &g.to_string());
-            assert_eq!(key_slot(&keys.marker(g)), keys.slot(g));
+            assert_eq!(key_slot(keys.marker(g)), keys.slot(g));
             assert_eq!(key_slot(&keys.spent(g, &k)), keys.slot(g));
             assert_eq!(keys.slot(g) / width, g as u16);
         }

@@ -66,6 +66,9 @@ struct Inner {
     clock: SharedClock,
     /// The last marker value seen per group (a change is logged once).
     seen: Box<[AtomicI64]>,
+    /// The last marker value logged: markers created together (at start, by `/readyz`) share
+    /// one time and one log line.
+    warned: AtomicI64,
 }
 
 /// What one run of the script (and `WAIT`) said.
@@ -93,6 +96,7 @@ impl RedisStore {
                 tolerances: config.tolerances,
                 clock,
                 seen: (0..GROUPS).map(|_| AtomicI64::new(i64::MIN)).collect(),
+                warned: AtomicI64::new(i64::MIN),
             }),
         })
     }
@@ -178,11 +182,11 @@ impl Inner {
         let slot = self.keys.slot(group);
         let count = if spent.is_some() && self.min_replica_acks > 0 { 2 } else { 1 };
         let mut replies = self
-            .bounded(self.link.run(slot, self.pipeline(true, &marker, spent, now_ms, ttl_ms), count))
+            .bounded(self.link.run(slot, self.pipeline(true, marker, spent, now_ms, ttl_ms), count))
             .await?;
         if matches!(replies.first(), Some(Value::ServerError(e)) if e.code() == "NOSCRIPT") {
             replies = self
-                .bounded(self.link.run(slot, self.pipeline(false, &marker, spent, now_ms, ttl_ms), count))
+                .bounded(self.link.run(slot, self.pipeline(false, marker, spent, now_ms, ttl_ms), count))
                 .await?;
         }
         let mut replies = replies.into_iter();
@@ -200,14 +204,17 @@ impl Inner {
     fn note_marker(&self, group: usize, marker_ms: i64, created: bool, now_secs: i64) -> LossWindow {
         let window = LossWindow { lost_at_ms: marker_ms, tolerances: self.tolerances };
         let before = self.seen[group].swap(marker_ms, Ordering::Relaxed);
-        if before != marker_ms && window.is_open(now_secs) {
+        if before != marker_ms
+            && window.is_open(now_secs)
+            && self.warned.swap(marker_ms, Ordering::Relaxed) != marker_ms
+        {
             tracing::warn!(
                 group,
                 lost_at_ms = marker_ms,
                 created_by_this_broker = created,
                 fresh_assertions_from = window.fresh_from_secs(),
                 window_ends_at = window.ends_at_secs(),
-                "replay record lost: the generation marker of this key group was missing (Redis \
+                "replay record lost: the generation marker of a key group was missing (Redis \
                  restarted without persistence, was flushed, failed over to a node without the data, \
                  or evicted it). Assertions that could have been spent before the loss are refused \
                  (503) until the window ends; freshly signed ones are accepted from the time given"
