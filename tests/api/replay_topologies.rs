@@ -4,50 +4,67 @@
 use crate::helpers::*;
 use crate::replay_support::*;
 use agent_sts::config::RedisTopology;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+use openssl::x509::{X509NameBuilder, X509};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl on PATH");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+/// A certificate signed by `issuer` (self-signed when `None`): a CA, or a server certificate
+/// for 127.0.0.1.
+fn certificate(cn: &str, ca: bool, issuer: Option<(&X509, &PKey<Private>)>) -> (X509, PKey<Private>) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", cn).expect("CN");
+    let name = name.build();
+    let mut b = X509::builder().expect("builder");
+    b.set_version(2).expect("v3");
+    let serial = BigNum::from_u32(rand_serial()).and_then(|n| n.to_asn1_integer()).expect("serial");
+    b.set_serial_number(&serial).expect("serial");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name())).expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("now")).expect("nbf");
+    b.set_not_after(&Asn1Time::days_from_now(1).expect("tomorrow")).expect("exp");
+    if ca {
+        b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc")).expect("bc");
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().expect("ku"))
+            .expect("ku");
+    } else {
+        let san = SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .dns("localhost")
+            .build(&b.x509v3_context(issuer.map(|(c, _)| &**c), None))
+            .expect("san");
+        b.append_extension(san).expect("san");
+    }
+    b.sign(issuer.map_or(&key, |(_, k)| k), MessageDigest::sha256()).expect("sign");
+    (b.build(), key)
 }
 
-/// A CA, and a server certificate for 127.0.0.1 that it signed; plus a second CA that
-/// signed nothing. Returns (the CA file, the other CA file).
+fn rand_serial() -> u32 {
+    agent_sts::crypto::random_id().bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+        >> 1
+}
+
+/// A CA, a server certificate for 127.0.0.1 that it signed, and a second CA that signed
+/// nothing, written as PEM files. Returns (the CA file, the other CA file).
 fn test_pki(dir: &Path) -> (PathBuf, PathBuf) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    for ca in ["ca", "other-ca"] {
-        let (key, crt, cn) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=agent-sts test {ca}"));
-        let mut args = vec!["req", "-x509", "-days", "1", "-subj", &cn, "-keyout", &key, "-out", &crt];
-        args.extend_from_slice(&ec);
-        openssl(dir, &args);
-    }
-    let mut args = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"];
-    args.extend_from_slice(&ec);
-    openssl(dir, &args);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
+    let (ca, ca_key) = certificate("agent-sts test CA", true, None);
+    let (other, _) = certificate("agent-sts other CA", true, None);
+    let (server, server_key) = certificate("127.0.0.1", false, Some((&ca, &ca_key)));
+    let write = |f: &str, pem: Vec<u8>| std::fs::write(dir.join(f), pem).expect("write pem");
+    write("ca.crt", ca.to_pem().expect("pem"));
+    write("other-ca.crt", other.to_pem().expect("pem"));
+    write("server.crt", server.to_pem().expect("pem"));
+    write("server.key", server_key.private_key_to_pem_pkcs8().expect("pem"));
     (dir.join("ca.crt"), dir.join("other-ca.crt"))
 }
 
