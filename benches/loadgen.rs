@@ -4,6 +4,7 @@
 //! cargo build --release                                   # the broker binary it drives
 //! cargo bench --bench loadgen -- --replay redis           # client_credentials, Redis replay
 //! cargo bench --bench loadgen -- --replay redis --half-peak
+//! cargo bench --bench loadgen -- --replay redis-cluster     # a local 3-master Redis Cluster
 //! cargo bench --bench loadgen -- --mode token-exchange --replay memory
 //! cargo bench --bench loadgen -- --mode healthz                # the HTTP floor, no exchange
 //! cargo bench --bench loadgen -- --help
@@ -13,7 +14,10 @@
 //!
 //! What it does, in order:
 //! 1. writes a temporary policy (fresh agent keys), broker signing key and config TOML;
-//!    with `--replay redis` starts its own `redis-server` on a free loopback port;
+//!    with `--replay redis` starts its own `redis-server` on a free loopback port, with
+//!    `--replay redis-cluster` three cluster masters (no replicas) joined by `redis-cli`;
+//!    either way the replay markers are created "long ago" first, as on a store that has
+//!    served for a while (a new marker is a loss, and the broker would refuse at first);
 //! 2. spawns `agent-sts serve --config …` (issuer `http://127.0.0.1:<port>`, `RUST_LOG=warn`
 //!    unless `--broker-log`) and times the cold start: spawn ▶ first 200 from `GET /readyz`;
 //! 3. times the cryptographic floor on this run's keys (ES256 verify + sign, through josekit
@@ -83,6 +87,8 @@ enum ClientSched {
 enum Replay {
     Memory,
     Redis,
+    /// Three Redis Cluster masters (no replicas) on free loopback ports.
+    RedisCluster,
 }
 
 #[derive(Debug, Parser)]
@@ -341,6 +347,90 @@ fn start_redis(port: u16) -> Result<ChildGuard, Error> {
     }
 }
 
+/// A local Redis Cluster: three masters, no replicas (the broker's work per spend is the
+/// same; replicas would only add Redis CPU), each in a directory of its own.
+struct RedisClusterGuard {
+    nodes: Vec<ChildGuard>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_redis_cluster() -> Result<RedisClusterGuard, Error> {
+    let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-cluster-").tempdir()?;
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let (port, bus) = (free_port()?, free_port()?);
+        let node_dir = dir.path().join(format!("node{i}"));
+        std::fs::create_dir(&node_dir)?;
+        let child = normal_sched(&mut Command::new("redis-server"))
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        nodes.push(ChildGuard { name: "redis-server (cluster)", child });
+        ports.push(port);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ports.iter().all(|p| redis_ping(*p).is_ok()) {
+        if Instant::now() > deadline {
+            return Err("cluster nodes did not answer PING within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(|e| format!("--replay redis-cluster needs redis-cli: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout)).into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = ports.iter().all(|p| {
+            let info = redis::Client::open(format!("redis://127.0.0.1:{p}"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c));
+            info.is_ok_and(|i| i.contains("cluster_state:ok"))
+        });
+        if ok {
+            return Ok(RedisClusterGuard { nodes, ports, _dir: dir });
+        }
+        if Instant::now() > deadline {
+            return Err("the cluster did not reach cluster_state:ok within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Create the broker's replay markers as if the store had served for long: a missing marker
+/// is a loss, after which the broker refuses for the clock skew (tokens.clock_skew_secs).
+fn seed_replay_markers(urls: &[String], cluster: bool) -> Result<(), Error> {
+    use agent_sts::clock::Clock;
+    let long_ago = agent_sts::clock::SystemClock.now_ms() - 86_400_000;
+    let markers = agent_sts::replay::marker_key_names("agent-sts:");
+    let set = |m: &String| redis::cmd("SET").arg(m).arg(long_ago).arg("NX").clone();
+    if cluster {
+        let mut c = redis::cluster::ClusterClient::new(urls.to_vec())?.get_connection()?;
+        for m in &markers {
+            let _: Option<String> = set(m).query(&mut c)?;
+        }
+    } else {
+        let mut c = redis::Client::open(urls[0].as_str())?.get_connection()?;
+        for m in &markers {
+            let _: Option<String> = set(m).query(&mut c)?;
+        }
+    }
+    Ok(())
+}
+
 fn redis_ping(port: u16) -> Result<(), Error> {
     let mut s =
         TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))?;
@@ -440,7 +530,7 @@ struct Setup {
     issuer: String,
 }
 
-fn write_setup(args: &Args, redis_port: Option<u16>) -> Result<Setup, Error> {
+fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
     let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-").tempdir()?;
     let agents: Vec<AgentKey> = (0..args.agents.max(1))
         .map(|i| AgentKey::generate(&format!("https://agents.example.com/loadgen-agent-{i}"), args.alg))
@@ -452,9 +542,12 @@ fn write_setup(args: &Args, redis_port: Option<u16>) -> Result<Setup, Error> {
     std::fs::write(&signing, pair.private_pem.0.as_bytes())?;
     let port = free_port()?;
     let issuer = format!("http://127.0.0.1:{port}");
-    let replay = match redis_port {
-        Some(p) => format!("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{p}\"\n"),
-        None => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
+    let replay = match args.replay {
+        Replay::Redis => format!("backend = \"redis\"\nredis_url = {:?}\n", redis_urls[0]),
+        Replay::RedisCluster => {
+            format!("backend = \"redis\"\ntopology = \"cluster\"\nnodes = {redis_urls:?}\n")
+        }
+        Replay::Memory => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
     };
     let workers = args.broker_workers.map_or(String::new(), |w| format!("workers = {w}\n"));
     let config = dir.path().join("config.toml");
@@ -841,15 +934,15 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
             let redis = plan.redis_pid.clone();
             move || -> Result<([f64; 5], Instant), String> {
                 let e = |e: Error| format!("sampling /proc: {e}");
-                let redis = match &redis {
-                    Some(r) => cpu_secs(r).map_err(e)?,
-                    None => 0.0,
-                };
+                let mut redis_cpu = 0.0;
+                for r in redis.iter().flat_map(|r| r.split(',')) {
+                    redis_cpu += cpu_secs(r).map_err(e)?;
+                }
                 Ok((
                     [
                         cpu_secs(&pid).map_err(e)?,
                         cpu_secs("self").map_err(e)?,
-                        redis,
+                        redis_cpu,
                         machine_busy_secs().map_err(e)?,
                         context_switches(&pid).map_err(e)? as f64,
                     ],
@@ -961,12 +1054,29 @@ fn run(args: &Args) -> Result<(), Error> {
     if args.client_sched == ClientSched::Batch {
         batch_self()?;
     }
-    let redis_port = match args.replay {
-        Replay::Redis => Some(free_port()?),
-        Replay::Memory => None,
+    let (redis, redis_cluster) = match args.replay {
+        Replay::Redis => {
+            let port = free_port()?;
+            (Some((start_redis(port)?, port)), None)
+        }
+        Replay::RedisCluster => (None, Some(start_redis_cluster()?)),
+        Replay::Memory => (None, None),
     };
-    let redis = redis_port.map(start_redis).transpose()?;
-    let setup = write_setup(args, redis_port)?;
+    let redis_urls: Vec<String> = match (&redis, &redis_cluster) {
+        (Some((_, port)), _) => vec![format!("redis://127.0.0.1:{port}")],
+        (_, Some(c)) => c.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(),
+        _ => Vec::new(),
+    };
+    if !redis_urls.is_empty() {
+        seed_replay_markers(&redis_urls, redis_cluster.is_some())?;
+    }
+    // Every Redis process, for the CPU accounting.
+    let redis_pids: Option<String> = match (&redis, &redis_cluster) {
+        (Some((r, _)), _) => Some(r.pid().to_string()),
+        (_, Some(c)) => Some(c.nodes.iter().map(|n| n.pid().to_string()).collect::<Vec<_>>().join(",")),
+        _ => None,
+    };
+    let setup = write_setup(args, &redis_urls)?;
     let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
@@ -1064,7 +1174,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 warmup: Duration::from_secs(args.warmup_secs),
                 duration: Duration::from_secs(args.duration_secs),
                 broker_pid: pid.clone(),
-                redis_pid: redis.as_ref().map(|r| r.pid().to_string()),
+                redis_pid: redis_pids.clone(),
                 expect_token: args.mode != GrantMode::Healthz,
             },
         )?;

@@ -3,12 +3,12 @@
 use crate::broker::Broker;
 use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
-use crate::config::{check_issuer, ReplayBackend, Settings};
+use crate::config::{check_issuer, RedisTopology, ReplayBackend, Settings};
 use crate::crypto::SigningKey;
 use crate::issuers::Issuers;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
-use crate::replay::{AnyReplayStore, MemoryStore, RedisStore};
+use crate::replay::{AnyReplayStore, MemoryStore, RedisConfig, RedisStore, Tolerances, Topology};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +104,48 @@ fn additional_public_keys(
         .collect()
 }
 
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The Redis store's settings as plain values: where it is, and the checklist's tolerances
+/// (the loss window must use exactly what the checklist enforces).
+fn redis_config(settings: &Settings) -> Result<RedisConfig, StartupError> {
+    let r = &settings.replay;
+    let t = &settings.tokens;
+    let topology = match r.topology {
+        RedisTopology::Single => Topology::Single { url: r.redis_url.clone() },
+        RedisTopology::Sentinel => Topology::Sentinel {
+            sentinels: r.nodes.clone(),
+            master_name: r.sentinel_master.clone().unwrap_or_default(),
+            master_url: r.redis_url.clone(),
+        },
+        RedisTopology::Cluster => Topology::Cluster { nodes: r.nodes.clone() },
+    };
+    let tls_ca_pem = match &r.tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartupError::Config(format!("replay.tls_ca_file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok(RedisConfig {
+        topology,
+        tls_ca_pem,
+        key_prefix: r.key_prefix.clone(),
+        command_timeout: Duration::from_millis(r.command_timeout_ms),
+        min_replica_acks: r.min_replica_acks,
+        replica_ack_timeout_ms: r.replica_ack_timeout_ms,
+        tolerances: Tolerances {
+            max_lifetime_secs: as_i64(t.max_assertion_lifetime_secs),
+            // Exactly what the checklist enforces (client_auth::checklist): iat/nbf at most
+            // future_skew_secs ahead, exp at most max lifetime + future_skew_secs ahead.
+            future_skew_secs: as_i64(t.future_skew_secs),
+            past_skew_secs: as_i64(t.clock_skew_secs),
+        },
+    })
+}
+
 /// Build the broker: policy, signing key, replay store, limits. `issuer` is already checked.
 pub fn build_broker(
     settings: &Settings,
@@ -122,8 +164,8 @@ pub fn build_broker(
     });
     let replay = match backend {
         ReplayBackend::Memory => {
-            // An entry lives until the assertion's exp (at most max lifetime + skew ahead)
-            // plus the skew; a full store refuses (503) rather than forget.
+            // An entry lives until the assertion's exp (at most max lifetime + future skew
+            // ahead) plus the past skew; a full store refuses (503) rather than forget.
             let t = &settings.tokens;
             let longest = t
                 .max_assertion_lifetime_secs
@@ -141,15 +183,12 @@ pub fn build_broker(
             );
             AnyReplayStore::Memory(MemoryStore::new(r.memory_capacity, clock.clone()))
         }
-        ReplayBackend::Redis => AnyReplayStore::Redis(Box::new(
-            RedisStore::new(
-                &r.redis_url,
-                &r.key_prefix,
-                Duration::from_millis(r.command_timeout_ms),
-                clock.clone(),
-            )
-            .map_err(|e| StartupError::Config(format!("replay.redis_url: {e}")))?,
-        )),
+        ReplayBackend::Redis => {
+            let store = RedisStore::new(&redis_config(settings)?, clock.clone())
+                .map_err(|e| StartupError::Config(format!("replay: {e}")))?;
+            store.check_in_background(Duration::from_secs(600));
+            AnyReplayStore::Redis(Box::new(store))
+        }
     };
     let issuers = Issuers::new(&settings.issuers, clock.clone(), &policy.issuers)
         .map_err(|e| StartupError::Config(format!("trusted issuers: {e}")))?;

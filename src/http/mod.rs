@@ -115,7 +115,7 @@ pub(crate) fn json_error(e: &OAuthError, www_authenticate: Option<&HeaderValue>)
             res.insert_header((header::WWW_AUTHENTICATE, v));
         }
         ErrorCode::TemporarilyUnavailable => {
-            res.insert_header((header::RETRY_AFTER, "1"));
+            res.insert_header((header::RETRY_AFTER, e.retry_after_secs.unwrap_or(1).to_string()));
         }
         _ => {}
     }

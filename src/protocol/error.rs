@@ -56,6 +56,8 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// `Retry-After` seconds for a 503 (default 1).
+    pub retry_after_secs: Option<u64>,
 }
 
 /// RFC 6749 section 5.2: `error_description` characters are `%x20-21 / %x23-5B / %x5D-7E`,
@@ -84,7 +86,13 @@ pub fn description_text(d: String) -> String {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description_text(description.into()) }
+        OAuthError { code, description: description_text(description.into()), retry_after_secs: None }
+    }
+
+    /// Say when to retry (`Retry-After`, for `temporarily_unavailable`).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {

@@ -45,11 +45,24 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        let server = Self::spawn_with(port, &[]);
+        server.wait_ready();
+        server
+    }
+
+    /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
+    pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(port, &args)
+    }
+
+    /// `redis-server args...` (a config file first, `--sentinel`, ...) that serves `port`.
+    pub fn spawn_raw(port: u16, args: &[&str]) -> RedisServer {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             cmd.pre_exec(|| {
@@ -60,12 +73,10 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("redis-server must be on PATH for the tests (Debian: apt-get install redis-server; .ci/run installs it)");
-        let server = RedisServer { child: Some(child), port };
-        server.wait_ready();
-        server
+        RedisServer { child: Some(child), port }
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -283,7 +294,12 @@ pub struct AppOptions {
     pub extra_policy: String,
     /// Last word on the settings (listen address, lifetimes, signing key ...).
     pub settings: Option<SettingsHook>,
+    /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
+    pub tweak: Option<Tweak>,
 }
+
+/// A change to the settings a test makes before the broker starts.
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -295,6 +311,7 @@ impl Default for AppOptions {
             configure: |_| {},
             extra_policy: String::new(),
             settings: None,
+            tweak: None,
         }
     }
 }
@@ -327,6 +344,11 @@ impl TestApp {
         if let Some(f) = opts.settings {
             f(&mut settings);
         }
+        if let Some(tweak) = &opts.tweak {
+            tweak(&mut settings);
+        }
+        // A Redis that has served for long: its replay markers exist (a new marker is a loss).
+        crate::replay_support::seed_markers(&settings).await;
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.
