@@ -96,13 +96,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, dev, listen, policy } => serve(config, dev, listen, policy),
-        Command::Policy { command: PolicyCommand::Check { path } } => match Policy::load(&path) {
-            Ok(p) => {
-                print!("{}", p.summary());
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        },
+        Command::Policy { command: PolicyCommand::Check { path } } => policy_check(&path),
         Command::Keygen { out, alg, kid, force } => keygen(&out, alg, kid.as_deref(), force),
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
@@ -115,6 +109,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn policy_check(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    policy.write_summary(&mut out).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
+    // The process ends here: freeing a large policy object by object would only delay it.
+    std::mem::forget(policy);
+    Ok(())
 }
 
 fn serve(

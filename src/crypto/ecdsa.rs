@@ -52,7 +52,7 @@ impl Curve {
         static P256: OnceLock<Option<SharedCurve>> = OnceLock::new();
         static P384: OnceLock<Option<SharedCurve>> = OnceLock::new();
         let cell = if self.len == 32 { &P256 } else { &P384 };
-        cell.get_or_init(|| SharedCurve::new(self.nid).ok())
+        cell.get_or_init(|| SharedCurve::new(self).ok())
             .as_ref()
             .ok_or_else(|| "OpenSSL does not provide this curve".to_string())
     }
@@ -60,18 +60,25 @@ impl Curve {
 
 struct SharedCurve {
     group: EcGroup,
-    /// The field prime p: each coordinate must be below it.
-    p: BigNum,
+    /// The field prime p, big-endian, the length of a coordinate: each coordinate must be
+    /// below it (same-length big-endian octet strings compare as the numbers do).
+    p: Vec<u8>,
 }
 
 impl SharedCurve {
-    fn new(nid: Nid) -> Result<SharedCurve, openssl::error::ErrorStack> {
-        let group = EcGroup::from_curve_name(nid)?;
+    fn new(curve: Curve) -> Result<SharedCurve, openssl::error::ErrorStack> {
+        let group = EcGroup::from_curve_name(curve.nid)?;
         let (mut p, mut a, mut b) = (BigNum::new()?, BigNum::new()?, BigNum::new()?);
         let mut ctx = BigNumContext::new()?;
         group.components_gfp(&mut p, &mut a, &mut b, &mut ctx)?;
+        let p = p.to_vec_padded(curve.len as i32)?;
         Ok(SharedCurve { group, p })
     }
+}
+
+thread_local! {
+    /// Scratch space for point decoding, one per thread (a policy load decodes 100 000).
+    static BN_CTX: std::cell::RefCell<Option<BigNumContext>> = const { std::cell::RefCell::new(None) };
 }
 
 enum Digest {
@@ -116,19 +123,25 @@ fn decode_public_point(alg: Alg, x: &[u8], y: &[u8]) -> Result<EcPoint, String> 
     }
     let shared = curve.shared()?;
     for (name, c) in [("x", x), ("y", y)] {
-        let v = BigNum::from_slice(c).map_err(|e| e.to_string())?;
-        if v >= shared.p {
+        if c >= shared.p.as_slice() {
             return Err(format!("`{name}` is not below the field prime"));
         }
     }
-    let mut encoded = Vec::with_capacity(1 + 2 * curve.len);
-    encoded.push(0x04); // SEC 1 §2.3.3 uncompressed point
-    encoded.extend_from_slice(x);
-    encoded.extend_from_slice(y);
-    let mut ctx = BigNumContext::new().map_err(|e| e.to_string())?;
+    let mut encoded = [0u8; 1 + 2 * 48];
+    encoded[0] = 0x04; // SEC 1 §2.3.3 uncompressed point
+    encoded[1..=curve.len].copy_from_slice(x);
+    encoded[1 + curve.len..=2 * curve.len].copy_from_slice(y);
+    let encoded = &encoded[..=2 * curve.len];
     // EC_POINT_oct2point checks the curve equation (EC_POINT_set_affine_coordinates).
-    let point = EcPoint::from_bytes(&shared.group, &encoded, &mut ctx)
-        .map_err(|_| "the point is not on the curve".to_string())?;
+    let point = BN_CTX.with(|cell| {
+        let mut ctx = cell.borrow_mut();
+        if ctx.is_none() {
+            *ctx = BigNumContext::new().ok();
+        }
+        let ctx = ctx.as_mut().ok_or_else(|| "out of memory".to_string())?;
+        EcPoint::from_bytes(&shared.group, encoded, ctx)
+            .map_err(|_| "the point is not on the curve".to_string())
+    })?;
     if point.is_infinity(&shared.group) {
         return Err("the point is the point at infinity".to_string());
     }

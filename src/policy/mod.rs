@@ -13,6 +13,7 @@ pub use load::PolicyError;
 use crate::crypto::{Alg, VerifyingKey};
 use crate::protocol::ScopeSet;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct Server {
@@ -28,8 +29,10 @@ pub struct Server {
 pub struct Allowance {
     /// Index into [`Policy::servers`].
     pub server: usize,
-    pub scopes: ScopeSet,
-    pub default_scopes: ScopeSet,
+    /// Shared between the allowances that list the same scopes: a policy of 100 000 agents
+    /// holds a handful of distinct sets, not a million (issue 12).
+    pub scopes: Arc<ScopeSet>,
+    pub default_scopes: Arc<ScopeSet>,
 }
 
 #[derive(Debug)]
@@ -38,6 +41,7 @@ pub struct Agent {
     pub disabled: bool,
     pub max_token_lifetime_secs: Option<u64>,
     pub keys: Vec<VerifyingKey>,
+    /// Sorted by server index ([`Agent::allowance`] searches it).
     pub allow: Vec<Allowance>,
     pub source: String,
 }
@@ -79,8 +83,9 @@ impl Agent {
         }
     }
 
+    /// The allowance on a server: a binary search, however many servers the agent reaches.
     pub fn allowance(&self, server: usize) -> Option<&Allowance> {
-        self.allow.iter().find(|a| a.server == server)
+        self.allow.binary_search_by_key(&server, |a| a.server).ok().map(|i| &self.allow[i])
     }
 }
 
@@ -119,30 +124,41 @@ impl Policy {
 
     /// A human summary: agents, servers, scopes (what `policy check` prints).
     pub fn summary(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail, and every part is UTF-8.
+        let _ = self.write_summary(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// [`Policy::summary`], written as it is made (a policy of 100 000 agents has a summary
+    /// of tens of megabytes).
+    pub fn write_summary(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(
             out,
             "policy OK: {} file(s), {} server(s), {} agent(s)",
             self.sources.len(),
             self.servers.len(),
             self.agents.len()
-        );
-        let _ = writeln!(out, "servers:");
+        )?;
+        writeln!(out, "servers:")?;
         for s in &self.servers {
             let life = s.max_token_lifetime_secs.map_or("default".to_string(), |l| format!("{l}s"));
-            let _ = writeln!(out, "  {}  {}  scopes: {}  max lifetime: {}", s.id, s.resource, s.scopes, life);
+            writeln!(out, "  {}  {}  scopes: {}  max lifetime: {}", s.id, s.resource, s.scopes, life)?;
         }
-        let _ = writeln!(out, "agents:");
+        writeln!(out, "agents:")?;
         for a in &self.agents {
-            let keys: Vec<String> = a.keys.iter().map(|k| format!("{} ({})", k.kid(), k.alg())).collect();
             let state = if a.disabled { "  [disabled]" } else { "" };
-            let _ = writeln!(out, "  {}{}  keys: {}", a.id, state, keys.join(", "));
+            write!(out, "  {}{}  keys: ", a.id, state)?;
+            for (i, k) in a.keys.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                write!(out, "{sep}{} ({})", k.kid(), k.alg())?;
+            }
+            writeln!(out)?;
             for al in &a.allow {
                 let server = &self.servers[al.server];
-                let _ = writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes);
+                writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes)?;
             }
         }
-        out
+        Ok(())
     }
 }
