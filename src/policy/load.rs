@@ -143,8 +143,28 @@ impl Policy {
         if files.is_empty() {
             return Err(err(&shown, "no *.toml policy files in this directory"));
         }
+        // Large files are read now and cut into pieces for all cores; the others are read
+        // by the worker that parses them.
+        let mut large: Vec<Option<String>> = Vec::with_capacity(files.len());
+        for f in &files {
+            let len = std::fs::metadata(f).map_or(0, |m| m.len());
+            large.push(if len >= 2 * PIECE_BYTES as u64 {
+                let name = f.display().to_string();
+                Some(std::fs::read_to_string(f).map_err(|e| err(&name, format!("cannot read: {e}")))?)
+            } else {
+                None
+            });
+        }
+        let texts: Vec<Text<'_>> = files
+            .iter()
+            .zip(&large)
+            .map(|(f, text)| match text {
+                Some(t) => Text::Given(t),
+                None => Text::OnDisk(f),
+            })
+            .collect();
         let names = files.iter().map(|f| f.display().to_string()).collect();
-        build(names, &files.iter().map(|f| Text::OnDisk(f)).collect::<Vec<_>>(), PIECE_BYTES)
+        build(names, &texts, PIECE_BYTES)
     }
 
     /// Build from `(file name, TOML text)` pairs: the files of one policy.
