@@ -143,8 +143,21 @@ fn serve(
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+        release_freed_memory();
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
+}
+
+/// Loading a large policy frees hundreds of megabytes (file text, TOML trees); mimalloc
+/// hands freed pages back to the system only when it next allocates, and an idle broker
+/// does not (issue 12: 100 000 agents, 206 MiB at idle without this, 88 MiB with it).
+fn release_freed_memory() {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: `void mi_collect(bool force)` from the mimalloc linked as the global allocator
+    // (above): it only walks and trims the allocator's own free lists, from any thread.
+    unsafe { mi_collect(true) }
 }
 
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {
