@@ -640,6 +640,62 @@ mod tests {
         assert!(matches!(VerifyingKey::from_jwk(&jwk), Err(KeyError::RsaNeedsAlg)));
     }
 
+    /// RSA public-key checks: an even modulus or an even, or too small, exponent is no RSA
+    /// key; `key_ops` without `verify` is not for verifying (RFC 7517 section 4.3).
+    #[test]
+    fn refuses_malformed_rsa_keys_and_key_ops_without_verify() {
+        let pair = generate_key_pair(Alg::RS256, None).expect("gen");
+        let with = |member: &str, value: Value| {
+            let mut jwk = pair.public_jwk.clone();
+            jwk.insert(member.into(), value);
+            VerifyingKey::from_jwk(&jwk)
+        };
+        let mut n = crate::crypto::b64url_decode(pair.public_jwk["n"].as_str().expect("n")).expect("b64");
+        if let Some(last) = n.last_mut() {
+            *last &= 0xfe;
+        }
+        let even = with("n", Value::String(b64url_encode(&n)));
+        assert!(
+            matches!(even, Err(KeyError::Invalid { ref reason, .. }) if reason.contains("even")),
+            "{even:?}"
+        );
+        for e in ["AQAA", "AQ", "Ag"] {
+            let bad = with("e", Value::String(e.into()));
+            assert!(
+                matches!(bad, Err(KeyError::Invalid { ref reason, .. }) if reason.contains("exponent")),
+                "{e}"
+            );
+        }
+        let ops = with("key_ops", serde_json::json!(["encrypt"]));
+        assert!(matches!(ops, Err(KeyError::Invalid { ref reason, .. }) if reason.contains("key_ops")));
+        assert!(with("key_ops", serde_json::json!(["verify"])).is_ok());
+    }
+
+    /// The verifier is built on first use and kept; the thumbprint is the RFC 7638 one
+    /// whether computed at load (no `kid`) or later; equal material is the same key.
+    #[test]
+    fn lazy_parts_agree_with_the_eager_ones() {
+        for alg in Alg::ALL {
+            let key = SigningKey::generate(alg).expect("generate");
+            let vk = key.verifying_key().expect("verifying key");
+            assert_eq!(vk.thumbprint(), thumbprint(key.public_jwk()).expect("thumbprint"), "{alg}");
+            let mut no_kid = key.public_jwk().clone();
+            no_kid.remove("kid");
+            let anonymous = VerifyingKey::from_jwk(&no_kid).expect("no kid");
+            assert_eq!(anonymous.kid(), vk.thumbprint(), "{alg}: the thumbprint stands in for the kid");
+            assert!(anonymous.same_public_key(&vk));
+            let jws = key.sign_compact(&key.encoded_header("JWT", true), b"{}").expect("sign");
+            let (input, sig) = jws.rsplit_once('.').expect("three parts");
+            let sig = crate::crypto::b64url_decode(sig).expect("b64");
+            for _ in 0..2 {
+                assert!(vk.verify(input.as_bytes(), &sig), "{alg}: first and cached verifier");
+            }
+            let other = SigningKey::generate(alg).expect("generate").verifying_key().expect("vk");
+            assert!(!other.same_public_key(&vk));
+            assert!(!other.verify(input.as_bytes(), &sig));
+        }
+    }
+
     #[test]
     fn debug_never_prints_private_material() {
         let key = SigningKey::generate(Alg::ES256).expect("gen");
