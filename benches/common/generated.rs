@@ -126,6 +126,19 @@ fn write_agent(out: &mut impl Write, spec: &Spec, i: usize, rng: &mut StdRng) ->
     writeln!(out)
 }
 
+/// The whole policy as one TOML text.
+pub fn policy_text(spec: &Spec) -> String {
+    let mut out = Vec::new();
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    for i in 0..spec.servers {
+        write_server(&mut out, spec, i).expect("write to a Vec");
+    }
+    for i in 0..spec.agents {
+        write_agent(&mut out, spec, i, &mut rng).expect("write to a Vec");
+    }
+    String::from_utf8(out).expect("UTF-8")
+}
+
 /// Write the policy as `files` files into `dir` (`policy-0000.toml` …), or, with `files` = 1
 /// and `dir` naming a `.toml` file, as that one file. File `j` holds the `j`-th slice of the
 /// servers and of the agents; agents reach servers in any file. Returns the paths written.
