@@ -2,7 +2,9 @@
 //! anything the policy does not grant is refused.
 //!
 //! Files are parsed and validated once ([`Policy::load`]) into runtime types with keys
-//! already turned into verifiers; [`decide`] is a pure function over them.
+//! already validated (their verifiers are built on first use); [`decide`] is a pure
+//! function over them. Everything a request looks up is indexed: agents by id, servers by
+//! id and by resource, an agent's allowance by server.
 
 mod decide;
 mod load;
