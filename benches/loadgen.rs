@@ -1021,6 +1021,9 @@ fn run(args: &Args) -> Result<(), Error> {
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
     let rss_idle = status_kib(&pid, "VmRSS")?;
+    // CPU the broker spent to get ready (all threads): on a busy machine a steadier figure
+    // than the wall-clock cold start.
+    let cpu_to_ready = cpu_secs(&pid)?;
 
     println!("agent-sts loadgen (issue 3); load generator on the same machine as the broker");
     println!(
@@ -1057,8 +1060,9 @@ fn run(args: &Args) -> Result<(), Error> {
         );
     }
     println!(
-        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz); RSS at idle {:.1} MiB",
+        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz), {:.2} s of broker CPU; RSS at idle {:.1} MiB",
         ms(cold),
+        cpu_to_ready,
         rss_idle as f64 / 1024.0
     );
 
@@ -1157,6 +1161,7 @@ fn run(args: &Args) -> Result<(), Error> {
             "broker_log": args.broker_log,
             "cold_start_ms": ms(cold),
             "idle_rss_mib": rss_idle as f64 / 1024.0,
+            "cpu_to_ready_secs": cpu_to_ready,
             "pad_agents": args.pad_agents,
             "pad_files": args.pad_files,
             "peak_rss_mib": hwm as f64 / 1024.0,
