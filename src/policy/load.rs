@@ -4,8 +4,8 @@
 //!
 //! Built for policies of 100 000 agents and more (issue 12), in three steps:
 //!
-//! 1. **Parse, in parallel.** Every file, and every large file in pieces of about 1 MiB cut
-//!    at its top-level `[[table]]` headers ([`split_points`]), is parsed on its own by one
+//! 1. **Parse, in parallel.** Every file, and every large file in pieces of about 256 KiB
+//!    cut at its top-level `[[table]]` headers ([`pieces`]), is parsed on its own by one
 //!    of the machine's cores. Each piece's agents are checked at once (ids, lifetimes,
 //!    scopes, keys: everything that does not depend on another file) and kept in a compact
 //!    form; the TOML tree of the piece is dropped before the next one is read, so the peak
@@ -37,7 +37,8 @@ fn err(file: &str, reason: impl Into<String>) -> PolicyError {
 }
 
 /// One policy file (or piece of one): a defaulted list per top-level table. A new table
-/// kind is a new field here, validated per table in [`Policy::from_sources`].
+/// kind is a new field here, validated per table in [`build`] (after the servers, when it
+/// refers to them).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -107,7 +108,7 @@ enum PieceError {
     Other(PolicyError),
 }
 
-/// Pieces of about this size (a piece's TOML tree is several times its text).
+/// Pieces of about this size (a piece's TOML tree is about 40 times its text).
 const PIECE_BYTES: usize = 1 << 18;
 
 /// Where a policy file's text is.
