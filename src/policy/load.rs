@@ -16,14 +16,14 @@
 //! Allowance scope sets are shared ([`Arc`]): a policy of 500 000 allowances holds one copy
 //! of each distinct set per piece, not 500 000.
 
-use super::{Agent, Allowance, Policy, Server};
+use super::{parallel_map, Agent, Allowance, Policy, Server};
 use crate::crypto::VerifyingKey;
 use crate::protocol::ScopeSet;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {reason}")]
@@ -93,6 +93,9 @@ struct PendingAllowance {
     scopes: Arc<ScopeSet>,
     default_scopes: Arc<ScopeSet>,
 }
+
+/// The checked agents of one piece, with the index of its file.
+type PieceAgents = (usize, Vec<PendingAgent>);
 
 /// A parsed piece: its tables, with the agents already checked.
 struct Piece {
@@ -236,13 +239,18 @@ fn build(names: Vec<String>, texts: &[Text<'_>], piece_bytes: usize) -> Result<P
             add_server(&mut policy, &sources[piece.source], s)?;
         }
     }
-    // 3. Agents.
+    // 3. Agents: allowances resolved to servers on every core, then ids checked and the
+    // agents added in file order.
     policy.agents.reserve(parsed.iter().map(|p| p.agents.len()).sum());
-    for piece in parsed {
-        let file = &sources[piece.source];
-        for a in piece.agents {
-            add_agent(&mut policy, file, a)?;
-        }
+    let pending: Vec<Mutex<Option<PieceAgents>>> =
+        parsed.into_iter().map(|p| Mutex::new(Some((p.source, p.agents)))).collect();
+    let resolved = parallel_map(&pending, |cell| {
+        let taken = cell.lock().ok().and_then(|mut c| c.take());
+        let Some((source, agents)) = taken else { return Vec::new() };
+        agents.into_iter().map(|a| resolve_agent(&policy, &sources[source], a)).collect::<Vec<_>>()
+    });
+    for agent in resolved.into_iter().flatten() {
+        add_agent(&mut policy, agent)?;
     }
     policy.sources = sources;
     Ok(policy)
@@ -336,40 +344,6 @@ fn is_top_level_header(line: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && (after.is_empty() || after.starts_with('#'))
-}
-
-/// `f` over `items` on every available core; results in the order of `items`.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
-    if workers <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = items.get(i) else { return done };
-            done.push((i, f(item)));
-        }
-    };
-    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
-        // The TOML parser recurses: the same stack as the main thread's.
-        let helpers: Vec<_> = (1..workers)
-            .filter_map(|_| std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, work).ok())
-            .collect();
-        let mut all = work();
-        for h in helpers {
-            match h.join() {
-                Ok(done) => all.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        all
-    });
-    all.sort_unstable_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
 }
 
 /// One shared [`ScopeSet`] per distinct list of scope names.
@@ -513,43 +487,53 @@ fn check_agent(file: &str, a: AgentDef, interned: &mut ScopeInterner) -> Result<
     })
 }
 
-/// Add a checked agent: its id must be new, and each allowance must name a server that
-/// offers every scope it allows. Allowances are kept sorted by server, for
-/// [`Agent::allowance`].
-fn add_agent(policy: &mut Policy, file: &str, a: PendingAgent) -> Result<(), PolicyError> {
-    if let Some(&i) = policy.by_agent_id.get(&a.id) {
-        return Err(err(
-            file,
-            format!("agent {:?} is defined twice (also in {})", a.id, policy.agents[i].source),
-        ));
-    }
+/// A checked agent with each allowance resolved: it must name a server that offers every
+/// scope it allows. Allowances are sorted by server, for [`Agent::allowance`]. A fault
+/// comes back with the agent's id, so that a duplicate id is still reported first.
+fn resolve_agent(policy: &Policy, file: &str, a: PendingAgent) -> Result<Agent, (String, PolicyError)> {
     let mut allow: Vec<Allowance> = Vec::with_capacity(a.allow.len());
     for al in a.allow {
-        let &server = policy.by_server_id.get(&al.server).ok_or_else(|| {
-            err(file, format!("agent {:?}: allow server {:?}: no such server", a.id, al.server))
-        })?;
+        let fault =
+            |what: String| err(file, format!("agent {:?}: allow server {:?}: {what}", a.id, al.server));
+        let Some(&server) = policy.by_server_id.get(&al.server) else {
+            return Err((a.id.clone(), fault("no such server".into())));
+        };
         let offered = &policy.servers[server].scopes;
         if let Some(s) = al.scopes.iter().find(|s| !offered.contains(s)) {
-            return Err(err(
-                file,
-                format!(
-                    "agent {:?}: allow server {:?}: scope {s:?} is not offered by the server",
-                    a.id, al.server
-                ),
-            ));
+            return Err((a.id.clone(), fault(format!("scope {s:?} is not offered by the server"))));
         }
         allow.push(Allowance { server, scopes: al.scopes, default_scopes: al.default_scopes });
     }
     allow.sort_unstable_by_key(|al| al.server);
-    policy.by_agent_id.insert(a.id.clone(), policy.agents.len());
-    policy.agents.push(Agent {
+    Ok(Agent {
         id: a.id,
         disabled: a.disabled,
         max_token_lifetime_secs: a.max_token_lifetime_secs,
         keys: a.keys,
         allow,
         source: file.to_string(),
-    });
+    })
+}
+
+/// Add a resolved agent (or report its fault): its id must be new.
+fn add_agent(policy: &mut Policy, agent: Result<Agent, (String, PolicyError)>) -> Result<(), PolicyError> {
+    let id = match &agent {
+        Ok(a) => &a.id,
+        Err((id, _)) => id,
+    };
+    if let Some(&i) = policy.by_agent_id.get(id) {
+        let file = match &agent {
+            Ok(a) => a.source.clone(),
+            Err((_, e)) => e.file.clone(),
+        };
+        return Err(err(
+            &file,
+            format!("agent {id:?} is defined twice (also in {})", policy.agents[i].source),
+        ));
+    }
+    let agent = agent.map_err(|(_, e)| e)?;
+    policy.by_agent_id.insert(agent.id.clone(), policy.agents.len());
+    policy.agents.push(agent);
     Ok(())
 }
 
@@ -642,6 +626,23 @@ keys = [{}]
         .expect("write");
         let e = Policy::load(dir.path()).unwrap_err();
         assert!(e.file.ends_with("c.toml") && e.reason.contains("a.toml"), "{e}");
+    }
+
+    /// An agent id defined in two files is reported in the second, naming the first, and
+    /// before any other fault of the second definition.
+    #[test]
+    fn an_agent_defined_in_two_files_names_both() {
+        let second = "[[agent]]\nid = \"bot\"\ndisabled = true\n[[agent.allow]]\nserver = \"ghost\"\nscopes = [\"read\"]\n";
+        let e = Policy::from_sources(&[("a.toml".into(), policy("")), ("b.toml".into(), second.into())])
+            .unwrap_err();
+        assert_eq!(e.file, "b.toml");
+        assert!(e.reason.contains("\"bot\" is defined twice (also in a.toml)"), "{e}");
+        let e = Policy::from_sources(&[
+            ("a.toml".into(), policy("")),
+            ("b.toml".into(), second.replace("\"bot\"", "\"bot2\"")),
+        ])
+        .unwrap_err();
+        assert!(e.file == "b.toml" && e.reason.contains("no such server"), "{e}");
     }
 
     /// One agent with the given inline JWK (TOML), in file `agents.toml` of a directory

@@ -148,19 +148,71 @@ impl Policy {
             writeln!(out, "  {}  {}  scopes: {}  max lifetime: {}", s.id, s.resource, s.scopes, life)?;
         }
         writeln!(out, "agents:")?;
-        for a in &self.agents {
-            let state = if a.disabled { "  [disabled]" } else { "" };
-            write!(out, "  {}{}  keys: ", a.id, state)?;
-            for (i, k) in a.keys.iter().enumerate() {
-                let sep = if i > 0 { ", " } else { "" };
-                write!(out, "{sep}{} ({})", k.kid(), k.alg())?;
-            }
-            writeln!(out)?;
-            for al in &a.allow {
-                let server = &self.servers[al.server];
-                writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes)?;
+        // Formatted on every core, a batch of chunks at a time, written in order.
+        let chunks: Vec<&[Agent]> = self.agents.chunks(1024).collect();
+        let batch = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        for chunks in chunks.chunks(batch) {
+            let texts = parallel_map(chunks, |agents| {
+                let mut text = Vec::with_capacity(agents.len() * 256);
+                for a in agents.iter() {
+                    // Writing into a Vec cannot fail.
+                    let _ = self.write_agent_summary(&mut text, a);
+                }
+                text
+            });
+            for text in texts {
+                out.write_all(&text)?;
             }
         }
         Ok(())
     }
+
+    fn write_agent_summary(&self, out: &mut impl std::io::Write, a: &Agent) -> std::io::Result<()> {
+        let state = if a.disabled { "  [disabled]" } else { "" };
+        write!(out, "  {}{}  keys: ", a.id, state)?;
+        for (i, k) in a.keys.iter().enumerate() {
+            let sep = if i > 0 { ", " } else { "" };
+            write!(out, "{sep}{} ({})", k.kid(), k.alg())?;
+        }
+        writeln!(out)?;
+        for al in &a.allow {
+            let server = &self.servers[al.server];
+            writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes)?;
+        }
+        Ok(())
+    }
+}
+
+/// `f` over `items` on every available core; results in the order of `items`.
+pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { return done };
+            done.push((i, f(item)));
+        }
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
+        // The TOML parser recurses: the same stack as the main thread's.
+        let helpers: Vec<_> = (1..workers)
+            .filter_map(|_| std::thread::Builder::new().stack_size(8 << 20).spawn_scoped(scope, work).ok())
+            .collect();
+        let mut all = work();
+        for h in helpers {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
