@@ -67,7 +67,23 @@ fn fixture() -> Fixture {
         common::policy_toml(&[&es256, &eddsa, &rs256]),
         common::federation_toml(PLATFORM, &[&platform_rs256, &platform_es256], &es256.id)
     );
-    let policy = Policy::from_sources(&[("bench.toml".into(), toml)]).expect("bench policy loads");
+    let mut sources = vec![("bench.toml".to_string(), toml)];
+    // HOT_PATH_PAD_AGENTS=100000: the same benches with a policy of that many more agents
+    // (issue 12: per-request cost must not depend on the policy's size).
+    let pad: usize = std::env::var("HOT_PATH_PAD_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if pad > 0 {
+        let spec = common::generated::Spec {
+            servers: (pad / 20).max(1),
+            agents: pad,
+            allow: 5,
+            alg: Alg::ES256,
+            seed: 1,
+            prefix: "pad-".into(),
+        };
+        sources.push(("pad.toml".to_string(), common::generated::policy_text(&spec)));
+        eprintln!("hot_path: policy padded with {pad} generated agents (HOT_PATH_PAD_AGENTS)");
+    }
+    let policy = Policy::from_sources(&sources).expect("bench policy loads");
     let pair = agent_sts::crypto::generate_key_pair(Alg::ES256, None).expect("broker key");
     let key = SigningKey::from_pem(Alg::ES256, pair.private_pem.0.as_bytes(), None).expect("load broker key");
     let tokens = TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer");

@@ -153,6 +153,21 @@ struct Args {
     /// Print the results as one JSON object too.
     #[arg(long)]
     json: bool,
+    /// Pad the policy with this many generated agents (one ES256 key each, issue 12) that
+    /// send nothing: per-request CPU with a large policy against the same run without.
+    #[arg(long, default_value_t = 0)]
+    pad_agents: usize,
+    /// Generated servers of the padding (the padding agents reach `--pad-allow` of them).
+    #[arg(long, default_value_t = 1000)]
+    pad_servers: usize,
+    #[arg(long, default_value_t = 5)]
+    pad_allow: usize,
+    /// Split the padding over this many files (the policy is then a directory).
+    #[arg(long, default_value_t = 1)]
+    pad_files: usize,
+    /// How long the broker may take to answer /readyz (a large policy loads first).
+    #[arg(long, default_value_t = 15)]
+    ready_timeout_secs: u64,
     /// `cargo bench` passes `--bench`; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -528,6 +543,7 @@ struct Setup {
     log: PathBuf,
     port: u16,
     issuer: String,
+    ready_timeout_secs: u64,
 }
 
 fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
@@ -535,8 +551,28 @@ fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
     let agents: Vec<AgentKey> = (0..args.agents.max(1))
         .map(|i| AgentKey::generate(&format!("https://agents.example.com/loadgen-agent-{i}"), args.alg))
         .collect();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, common::policy_toml(&agents.iter().collect::<Vec<_>>()))?;
+    let own_policy = common::policy_toml(&agents.iter().collect::<Vec<_>>());
+    let policy = if args.pad_agents == 0 {
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, own_policy)?;
+        policy
+    } else {
+        // A directory: this run's agents in one file, the padding beside them.
+        let policy = dir.path().join("policy");
+        std::fs::create_dir_all(&policy)?;
+        std::fs::write(policy.join("loadgen.toml"), own_policy)?;
+        let spec = common::generated::Spec {
+            servers: args.pad_servers,
+            agents: args.pad_agents,
+            allow: args.pad_allow,
+            alg: Alg::ES256,
+            seed: 1,
+            prefix: "pad-".into(),
+        };
+        let out = if args.pad_files <= 1 { policy.join("pad.toml") } else { policy.clone() };
+        common::generated::write_policy(&spec, &out, args.pad_files)?;
+        policy
+    };
     let signing = dir.path().join("signing.pem");
     let pair = crypto::generate_key_pair(Alg::ES256, None)?;
     std::fs::write(&signing, pair.private_pem.0.as_bytes())?;
@@ -560,7 +596,16 @@ fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
         ),
     )?;
     let log = dir.path().join("broker.log");
-    Ok(Setup { dir, signing_pem: pair.private_pem.0, agents, config, log, port, issuer })
+    Ok(Setup {
+        dir,
+        signing_pem: pair.private_pem.0,
+        agents,
+        config,
+        log,
+        port,
+        issuer,
+        ready_timeout_secs: args.ready_timeout_secs,
+    })
 }
 
 fn spawn_broker(
@@ -625,7 +670,7 @@ fn log_tail(path: &Path) -> String {
 
 /// Spawn ▶ the first 200 from `/readyz`.
 fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Result<Duration, Error> {
-    let deadline = started + Duration::from_secs(15);
+    let deadline = started + Duration::from_secs(setup.ready_timeout_secs);
     loop {
         if let Some(status) = broker.exited() {
             return Err(format!("the broker exited at start ({status}):\n{}", log_tail(&setup.log)).into());
@@ -634,7 +679,12 @@ fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Resul
             return Ok(started.elapsed());
         }
         if Instant::now() > deadline {
-            return Err(format!("/readyz did not answer 200 within 15 s:\n{}", log_tail(&setup.log)).into());
+            return Err(format!(
+                "/readyz did not answer 200 within {} s (--ready-timeout-secs):\n{}",
+                setup.ready_timeout_secs,
+                log_tail(&setup.log)
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -1081,6 +1131,9 @@ fn run(args: &Args) -> Result<(), Error> {
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
     let rss_idle = status_kib(&pid, "VmRSS")?;
+    // CPU the broker spent to get ready (all threads): on a busy machine a steadier figure
+    // than the wall-clock cold start.
+    let cpu_to_ready = cpu_secs(&pid)?;
 
     println!("agent-sts loadgen (issue 3); load generator on the same machine as the broker");
     println!(
@@ -1110,9 +1163,16 @@ fn run(args: &Args) -> Result<(), Error> {
             ClientSched::Normal => "SCHED_OTHER",
         }
     );
+    if args.pad_agents > 0 {
+        println!(
+            "  policy:      padded with {} generated agents x {} allowances over {} servers, in {} file(s)",
+            args.pad_agents, args.pad_allow, args.pad_servers, args.pad_files
+        );
+    }
     println!(
-        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz); RSS at idle {:.1} MiB",
+        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz), {:.2} s of broker CPU; RSS at idle {:.1} MiB",
         ms(cold),
+        cpu_to_ready,
         rss_idle as f64 / 1024.0
     );
 
@@ -1210,6 +1270,10 @@ fn run(args: &Args) -> Result<(), Error> {
             "connections": args.connections,
             "broker_log": args.broker_log,
             "cold_start_ms": ms(cold),
+            "idle_rss_mib": rss_idle as f64 / 1024.0,
+            "cpu_to_ready_secs": cpu_to_ready,
+            "pad_agents": args.pad_agents,
+            "pad_files": args.pad_files,
             "peak_rss_mib": hwm as f64 / 1024.0,
             "phases": results,
         });

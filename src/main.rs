@@ -143,13 +143,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, dev, listen, policy } => serve(config, dev, listen, policy),
-        Command::Policy { command: PolicyCommand::Check { path } } => match Policy::load(&path) {
-            Ok(p) => {
-                print!("{}", p.summary());
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        },
+        Command::Policy { command: PolicyCommand::Check { path } } => policy_check(&path),
         Command::Policy {
             command: PolicyCommand::Explain { policy, agent, issuer, claims, server, scope, grant, config },
         } => {
@@ -174,6 +168,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn policy_check(path: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    let policy = Policy::load(path).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    policy.write_summary(&mut out).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
+    // The process ends here: freeing a large policy object by object would only delay it.
+    std::mem::forget(policy);
+    Ok(())
+}
+
 fn serve(
     config: Option<PathBuf>,
     dev: bool,
@@ -191,6 +195,7 @@ fn serve(
     let mode = if dev { Mode::Dev } else { Mode::Production };
     server_runtime()?.block_on(async move {
         let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+        release_freed_memory();
         app.run_until_stopped().await.map_err(|e| e.to_string())
     })
 }
@@ -277,6 +282,18 @@ fn server_runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// Loading a large policy frees hundreds of megabytes (file text, TOML trees); mimalloc
+/// hands freed pages back to the system only when it next allocates, and an idle broker
+/// does not (issue 12: 100 000 agents, 206 MiB at idle without this, 88 MiB with it).
+fn release_freed_memory() {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: `void mi_collect(bool force)` from the mimalloc linked as the global allocator
+    // (above): it only walks and trims the allocator's own free lists, from any thread.
+    unsafe { mi_collect(true) }
 }
 
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {

@@ -4,7 +4,7 @@ use crate::broker::Broker;
 use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
 use crate::config::{check_issuer, RedisTopology, ReplayBackend, Settings};
-use crate::crypto::SigningKey;
+use crate::crypto::{SigningKey, VerifyingKey};
 use crate::issuers::Issuers;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
@@ -56,10 +56,11 @@ pub fn load_policy(settings: &Settings, mode: Mode) -> Result<Policy, StartupErr
 
 fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
     let example = Policy::from_sources(&[(EXAMPLE_POLICY_NAME.into(), EXAMPLE_POLICY.into())])?;
-    let public: Vec<&str> =
-        example.agents.iter().flat_map(|a| a.keys.iter().map(|k| k.thumbprint())).collect();
+    // Compared as key material (what equal thumbprints say), so that a policy of 100 000
+    // agents is not hashed at every start.
+    let public: Vec<&VerifyingKey> = example.agents.iter().flat_map(|a| a.keys.iter()).collect();
     for agent in &policy.agents {
-        if agent.keys.iter().any(|k| public.contains(&k.thumbprint())) {
+        if agent.keys.iter().any(|k| public.iter().any(|p| p.same_public_key(k))) {
             return Err(StartupError::Policy(PolicyError {
                 file: agent.source.clone(),
                 reason: format!(

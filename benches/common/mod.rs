@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each bench binary uses a different part
 
+pub mod generated;
+
 use agent_sts::crypto::{self, Alg, SigningKey};
 use agent_sts::protocol::{ASSERTION_TYPE_JWT_BEARER, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE};
 
