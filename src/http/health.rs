@@ -16,6 +16,23 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.broker.replay.readiness().await {
         Ok(r) => {
             let mut body = serde_json::json!({"status": "ready"});
+            // Trusted issuers whose keys are not known yet: their tokens get 503 until they
+            // are, but agents work, so the broker is ready; said here for operators.
+            let issuers: Vec<serde_json::Value> = state
+                .broker
+                .issuers
+                .status()
+                .into_iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "id": i.id, "keys_loaded": i.loaded, "keys": i.keys,
+                        "fetched_at": i.fetched_at, "last_error": i.last_error,
+                    })
+                })
+                .collect();
+            if !issuers.is_empty() {
+                body["issuers"] = serde_json::Value::Array(issuers);
+            }
             if let Some(lost) = r.lost {
                 let now = state.broker.clock.now_secs();
                 body["replay_record_lost"] = serde_json::json!({
