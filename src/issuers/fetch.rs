@@ -186,15 +186,23 @@ impl Fetcher {
     }
 }
 
-/// A JSON media type (`application/json`, `application/jwk-set+json`, any `+json`), or none.
+/// Not an HTML or XML page (a login page, a proxy's error page, a captive portal): those are
+/// refused by name. Anything else is judged by parsing the body as a JWK Set: JWKS files are
+/// commonly served as `application/json`, `application/jwk-set+json`, but also as
+/// `text/plain` or `application/octet-stream` from static hosting (object stores), and the
+/// parse, not the label, decides whether the document is one.
 fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(()) };
     let text = value.to_str().map_err(|_| "Content-Type is not ASCII".to_string())?;
     let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
-        Ok(())
+    let page = essence == "text/html" || essence.ends_with("/xml") || essence.ends_with("+xml");
+    if page {
+        Err(format!(
+            "Content-Type {} is not JSON (a web page, not a key set)",
+            super::jwks::sanitize(&essence)
+        ))
     } else {
-        Err(format!("Content-Type {} is not JSON", super::jwks::sanitize(&essence)))
+        Ok(())
     }
 }
 
@@ -290,11 +298,14 @@ mod tests {
     }
 
     #[test]
-    fn content_type_must_be_json() {
+    fn web_pages_are_not_key_sets_other_labels_are_parsed() {
         assert!(check_content_type(&headers(&[])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/json; charset=utf-8")])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/jwk-set+json")])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/html")])).is_err());
-        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/json+html")])).is_err());
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/xhtml+xml")])).is_err());
+        // Static hosting labels JSON files loosely; the parse decides.
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/octet-stream")])).is_ok());
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/plain; charset=utf-8")])).is_ok());
     }
 }
