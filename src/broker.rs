@@ -1,7 +1,9 @@
 //! The broker: one token request in, one token (or one OAuth error) out. No HTTP here; the
 //! handler in `http/` and the in-process benchmarks both call [`Broker::exchange`].
 
-use crate::client_auth::{self, AssertionRules, IssuedRules, IssuedToken, Role, TypRule, VerifiedAssertion};
+use crate::client_auth::{
+    self, AssertionRules, IssuedRules, IssuedToken, Presented, Role, TypRule, VerifiedAssertion,
+};
 use crate::clock::SharedClock;
 use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
@@ -84,18 +86,29 @@ impl Broker {
         role: Role,
         now: i64,
     ) -> Result<VerifiedAssertion<'_>, OAuthError> {
-        client_auth::verify(&assertion.0, client_id, &self.policy, &self.rules, &self.replay, now)
-            .await
-            .map_err(|e| {
+        self.verify_presented_assertion(Presented::parse(&assertion.0), client_id, role, now).await
+    }
+
+    /// As [`Broker::verify_assertion`], for a JWT a grant already parsed to look at.
+    pub(crate) async fn verify_presented_assertion(
+        &self,
+        presented: Presented<'_>,
+        client_id: Option<&str>,
+        role: Role,
+        now: i64,
+    ) -> Result<VerifiedAssertion<'_>, OAuthError> {
+        client_auth::verify(presented, client_id, &self.policy, &self.rules, &self.replay, now).await.map_err(
+            |e| {
                 tracing::debug!(role = role.parameter(), reason = %e, "assertion refused");
                 e.to_oauth(role)
-            })
+            },
+        )
     }
 
     /// Verify a trusted issuer's token in the given role (single-use issuers: spent here).
     pub(crate) async fn verify_issued(
         &self,
-        raw: &str,
+        presented: Presented<'_>,
         typ: TypRule,
         role: Role,
         now: i64,
@@ -104,12 +117,12 @@ impl Broker {
         let id_jag = typ == TypRule::ID_JAG;
         let rules =
             IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew, id_jag };
-        client_auth::verify_issued(raw, &self.policy, &self.issuers, &rules, &self.replay, now).await.map_err(
-            |e| {
+        client_auth::verify_issued(presented, &self.policy, &self.issuers, &rules, &self.replay, now)
+            .await
+            .map_err(|e| {
                 tracing::debug!(role = role.parameter(), reason = %e, "trusted issuer's token refused");
                 e.to_oauth(role)
-            },
-        )
+            })
     }
 
     /// Client authentication (RFC 7523 §2.2), when the request carries a client assertion.

@@ -9,9 +9,11 @@
 
 pub mod checklist;
 mod issued;
+mod presented;
 
 pub use checklist::{check, check_parsed, Checked, Expect, JwtError, Skew, TypRule};
-pub use issued::{names_trusted_issuer, trusted_issuer_of, verify_issued, IssuedRules, IssuedToken};
+pub use issued::{verify_issued, IssuedRules, IssuedToken};
+pub use presented::Presented;
 
 use crate::crypto::VerifyingKey;
 use crate::policy::{Agent, Policy};
@@ -122,6 +124,17 @@ pub fn check_assertion<'p>(
     rules: &AssertionRules,
     now: i64,
 ) -> Result<Checked<&'p Agent>, JwtError> {
+    check_assertion_presented(Presented::parse(raw), client_id, policy, rules, now)
+}
+
+/// As [`check_assertion`], for a JWT already parsed (step 1) by whoever looked at it first.
+pub fn check_assertion_presented<'p>(
+    presented: Presented<'_>,
+    client_id: Option<&str>,
+    policy: &'p Policy,
+    rules: &AssertionRules,
+    now: i64,
+) -> Result<Checked<&'p Agent>, JwtError> {
     let audiences: Vec<&str> = rules.audiences.iter().map(String::as_str).collect();
     let expect = Expect {
         typ: TypRule::ASSERTION,
@@ -131,7 +144,7 @@ pub fn check_assertion<'p>(
         require_jti: true,
         skew: rules.skew,
     };
-    let checked = check(raw, &expect, now, |header, claims| {
+    let checked = check_parsed(presented.into_jws()?, &expect, now, |header, claims| {
         let iss = claims.iss().unwrap_or_default();
         if client_id.is_some_and(|c| c != iss) {
             return Err(JwtError::ClientIdMismatch);
@@ -153,14 +166,14 @@ pub fn check_assertion<'p>(
 /// replay check. The `jti` (namespaced by issuer, hashed) is spent until the assertion could
 /// no longer be accepted (`exp` + the past skew).
 pub async fn verify<'p, S: ReplayStore>(
-    raw: &str,
+    presented: Presented<'_>,
     client_id: Option<&str>,
     policy: &'p Policy,
     rules: &AssertionRules,
     store: &S,
     now: i64,
 ) -> Result<VerifiedAssertion<'p>, AuthError> {
-    let checked = check_assertion(raw, client_id, policy, rules, now)?;
+    let checked = check_assertion_presented(presented, client_id, policy, rules, now)?;
     let agent = checked.who;
     let jti = checked.claims.jti().unwrap_or_default().to_string();
     // 7.

@@ -12,13 +12,10 @@
 //! `invalid_request`.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{Role, TypRule};
-use crate::crypto::CompactJws;
+use crate::client_auth::{Presented, Role, TypRule};
 use crate::mint::Act;
 use crate::policy::Agent;
-use crate::protocol::{
-    ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken, MAX_TOKEN_LEN,
-};
+use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken};
 
 const ISSUED: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -60,25 +57,27 @@ pub(crate) async fn token_exchange<'b>(
         (c, a) => c.or(a),
     };
 
-    // Which kind of subject: by its (not yet verified) iss, which each path then checks.
+    // Which kind of subject: by its (not yet verified) iss, which each path then checks; it
+    // is parsed once, here.
     let (jwt, trusted_typ) = (TokenType::Jwt, TypRule::ISSUED_TOKEN);
-    match (subject_kind(broker, &subject.token), subject.token_type) {
+    let presented = Presented::parse(&subject.token);
+    match (subject_kind(broker, &presented), subject.token_type) {
         (Subject::Ours, TokenType::AccessToken | TokenType::Jwt) | (Subject::Unparsed, TokenType::AccessToken) => {
             exchange_own_token(broker, &subject.token, actor, now)
         }
         (Subject::Trusted, TokenType::Jwt | TokenType::IdToken) if actor.is_none() => {
             let typ = if subject.token_type == jwt { trusted_typ } else { TypRule::ID_TOKEN };
-            crate::grants::federated(broker, None, &subject.token, Role::SubjectToken, typ, Some(ISSUED), now).await
+            crate::grants::federated(broker, None, presented, Role::SubjectToken, typ, Some(ISSUED), now).await
         }
         (Subject::Trusted, TokenType::AccessToken | TokenType::Jwt | TokenType::IdToken) => match actor {
-            Some(actor) => crate::grants::on_behalf_of(broker, &subject.token, subject.token_type, actor, now).await,
+            Some(actor) => crate::grants::on_behalf_of(broker, presented, subject.token_type, actor, now).await,
             None => Err(OAuthError::invalid_request(
                 "subject_token: a trusted issuer's access token needs an actor (client authentication or actor_token): an agent acting on behalf of its subject",
             )),
         },
         (Subject::Agent | Subject::Unparsed, TokenType::Jwt) => {
-            let a = ClientAssertion(subject.token.clone());
-            let subject_agent = broker.verify_assertion(&a, None, Role::SubjectToken, now).await?.agent;
+            let subject_agent =
+                broker.verify_presented_assertion(presented, None, Role::SubjectToken, now).await?.agent;
             if actor.is_some_and(|act| act.id != subject_agent.id) {
                 return Err(OAuthError::invalid_request(
                     "the subject assertion names another agent than the actor; delegation between agents is not allowed",
@@ -134,11 +133,11 @@ impl Subject {
     }
 }
 
-fn subject_kind(broker: &Broker, raw: &str) -> Subject {
-    let Ok(jws) = CompactJws::parse(raw, MAX_TOKEN_LEN) else {
+fn subject_kind(broker: &Broker, presented: &Presented<'_>) -> Subject {
+    if !presented.parsed() {
         return Subject::Unparsed;
-    };
-    match jws.payload.get("iss").and_then(|v| v.as_str()) {
+    }
+    match presented.iss() {
         Some(iss) if iss == broker.tokens.issuer() => Subject::Ours,
         Some(iss) if broker.policy.issuer_by_iss(iss).is_some() => Subject::Trusted,
         Some(iss) if broker.policy.agent(iss).is_none() => Subject::Unknown,
