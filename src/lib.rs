@@ -18,6 +18,7 @@ pub mod crypto;
 mod grants;
 pub mod http;
 pub mod mint;
+pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod replay;

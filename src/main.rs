@@ -84,6 +84,13 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lifetime_secs: i64,
     },
+    /// Exit 0 if the broker answers 200 on the URL (the container image's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        #[arg(long, default_value_t = 2)]
+        timeout_secs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,6 +113,9 @@ fn main() -> ExitCode {
         Command::Keygen { out, alg, kid, force } => keygen(&out, alg, kid.as_deref(), force),
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
+        }
+        Command::Healthcheck { url, timeout_secs } => {
+            agent_sts::ops::healthcheck(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
         }
     };
     match result {
