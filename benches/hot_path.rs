@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Groups:
-//! * `assertion_check/{es256,eddsa,rs256}`: `client_auth::check` (steps 1–6, no replay).
+//! * `assertion_check/{es256,eddsa,rs256}`: `client_auth::check_assertion` (steps 1–6, no replay).
 //! * `mint/es256`: `TokenIssuer::mint` (claims, serialize, sign).
 //! * `policy/decide`: the policy decision for one resource and a requested scope.
 //! * `form/parse_client_credentials`: `TokenRequest::parse` on an MCP SDK body.
@@ -24,7 +24,7 @@
 mod common;
 
 use agent_sts::broker::Broker;
-use agent_sts::client_auth::{self, AssertionRules};
+use agent_sts::client_auth;
 use agent_sts::clock::{SharedClock, SystemClock};
 use agent_sts::crypto::{Alg, SigningKey};
 use agent_sts::mint::{MintSpec, TokenIssuer};
@@ -66,11 +66,7 @@ fn fixture() -> Fixture {
         tokens,
         // Capacity well above what a run spends: a full store would refuse (503).
         replay: AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())),
-        rules: AssertionRules {
-            audiences: [ISSUER.to_string(), format!("{ISSUER}/token")],
-            max_lifetime_secs: 300,
-            skew_secs: 60,
-        },
+        rules: agent_sts::startup::assertion_rules(ISSUER, &agent_sts::config::TokenSettings::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
         clock,
     };
@@ -84,10 +80,11 @@ fn bench_check(c: &mut Criterion, f: &Fixture) {
         // The SDKs' lifetime: exp = iat + 300. `check` does not spend the jti, so one
         // assertion serves every iteration.
         let raw = agent.assertion(ISSUER, f.now, 300);
-        client_auth::check(&raw, None, &f.broker.policy, &f.broker.rules, f.now).expect("assertion passes");
+        client_auth::check_assertion(&raw, None, &f.broker.policy, &f.broker.rules, f.now)
+            .expect("assertion passes");
         g.bench_function(name, |b| {
             b.iter(|| {
-                client_auth::check(black_box(&raw), None, &f.broker.policy, &f.broker.rules, f.now)
+                client_auth::check_assertion(black_box(&raw), None, &f.broker.policy, &f.broker.rules, f.now)
                     .expect("assertion passes")
             })
         });

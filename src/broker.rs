@@ -68,7 +68,7 @@ impl Broker {
         client_auth::verify(&assertion.0, client_id, &self.policy, &self.rules, &self.replay, now)
             .await
             .map_err(|e| {
-                tracing::debug!(role = ?role, reason = %e, "assertion refused");
+                tracing::debug!(role = role.parameter(), reason = %e, "assertion refused");
                 e.to_oauth(role)
             })
     }

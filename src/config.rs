@@ -77,9 +77,16 @@ impl Default for SigningSettings {
 pub struct TokenSettings {
     pub default_lifetime_secs: u64,
     pub max_lifetime_secs: u64,
-    /// How far ahead an assertion's `exp` may be (plus the skew).
+    /// How far ahead an assertion's `exp` may be (plus `future_skew_secs`).
     pub max_assertion_lifetime_secs: u64,
+    /// How long after its `exp` a JWT is still accepted (clocks that run behind).
     pub clock_skew_secs: u64,
+    /// How far in the future `iat` and `nbf` may be (clocks that run ahead); it also bounds
+    /// how long fresh assertions are refused after the replay store lost its record.
+    pub future_skew_secs: u64,
+    /// Also accept `<issuer>/token` as an assertion's `aud` (what Authlib sends). Off by
+    /// default: draft-ietf-oauth-rfc7523bis asks for the issuer identifier alone.
+    pub accept_token_endpoint_audience: bool,
 }
 
 impl Default for TokenSettings {
@@ -89,6 +96,8 @@ impl Default for TokenSettings {
             max_lifetime_secs: 3600,
             max_assertion_lifetime_secs: 300,
             clock_skew_secs: 60,
+            future_skew_secs: 5,
+            accept_token_endpoint_audience: false,
         }
     }
 }

@@ -24,3 +24,6 @@ pub mod protocol;
 pub mod replay;
 pub mod startup;
 pub mod telemetry;
+
+#[cfg(test)]
+mod conformance_tests;

@@ -1,7 +1,7 @@
 //! Settings ▶ a running broker: validate everything once, bind, serve.
 
 use crate::broker::Broker;
-use crate::client_auth::AssertionRules;
+use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
 use crate::config::{check_issuer, ReplayBackend, Settings};
 use crate::crypto::SigningKey;
@@ -124,7 +124,11 @@ pub fn build_broker(
             // An entry lives until the assertion's exp (at most max lifetime + skew ahead)
             // plus the skew; a full store refuses (503) rather than forget.
             let t = &settings.tokens;
-            let longest = t.max_assertion_lifetime_secs.saturating_add(2 * t.clock_skew_secs).max(1);
+            let longest = t
+                .max_assertion_lifetime_secs
+                .saturating_add(t.future_skew_secs)
+                .saturating_add(t.clock_skew_secs)
+                .max(1);
             tracing::info!(
                 capacity = r.memory_capacity,
                 "replay store: in memory, one process only; room for {} spent assertions, which \
@@ -147,19 +151,34 @@ pub fn build_broker(
         )),
     };
     let t = &settings.tokens;
-    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     Ok(Broker {
         policy: Arc::new(policy),
-        rules: AssertionRules {
-            audiences: [issuer.clone(), format!("{issuer}/token")],
-            max_lifetime_secs: as_i64(t.max_assertion_lifetime_secs),
-            skew_secs: as_i64(t.clock_skew_secs),
-        },
+        rules: assertion_rules(&issuer, t),
         lifetimes: Lifetimes { default_secs: t.default_lifetime_secs, max_secs: t.max_lifetime_secs },
         tokens,
         replay,
         clock,
     })
+}
+
+/// The agent assertion rules: `aud` is the issuer identifier alone unless the operator turned
+/// on the token endpoint compatibility setting, which the start-up log then says.
+pub fn assertion_rules(issuer: &str, t: &crate::config::TokenSettings) -> AssertionRules {
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut audiences = vec![issuer.to_string()];
+    if t.accept_token_endpoint_audience {
+        let endpoint = format!("{issuer}/token");
+        tracing::warn!(
+            audience = %endpoint,
+            "tokens.accept_token_endpoint_audience is on: assertions may also name the token endpoint URL as aud (Authlib's default); draft-ietf-oauth-rfc7523bis asks for the issuer identifier alone"
+        );
+        audiences.push(endpoint);
+    }
+    AssertionRules {
+        audiences,
+        max_lifetime_secs: as_i64(t.max_assertion_lifetime_secs),
+        skew: Skew { past_secs: as_i64(t.clock_skew_secs), future_secs: as_i64(t.future_skew_secs) },
+    }
 }
 
 pub const DEV_WARNING: &str = "\

@@ -1,36 +1,81 @@
-//! RFC 7523 assertion verification: an agent's self-signed JWT ▶ a [`VerifiedAssertion`].
+//! Authentication of the JWTs presented to the token endpoint.
 //!
-//! The same checklist serves client authentication (RFC 7523 §2.2, `private_key_jwt`), the
-//! jwt-bearer grant (§2.1) and an agent assertion presented in a token exchange; only the
-//! error code differs ([`Role`]).
+//! [`checklist`] is the one ordered checklist for every JWT we accept; this module applies
+//! it to an agent's own assertion (RFC 7523): the key comes from the agent's registration in
+//! the policy, `aud` is this broker's issuer, and the `jti` is spent once. The same checklist
+//! serves client authentication (RFC 7523 section 2.2, `private_key_jwt`), the jwt-bearer
+//! grant (section 2.1) and an agent assertion presented in a token exchange; only the error
+//! code differs ([`Role`]).
 
-mod claims;
+pub mod checklist;
 
-pub use claims::{AssertionClaims, Audience, NumericDate};
+pub use checklist::{check, Checked, Expect, JwtError, Skew, TypRule};
 
-use crate::crypto::{Alg, CompactError, CompactJws};
-use crate::policy::{Agent, KeySelectError, Policy};
-use crate::protocol::{OAuthError, MAX_TOKEN_LEN};
+use crate::crypto::VerifyingKey;
+use crate::policy::{Agent, Policy};
+use crate::protocol::OAuthError;
 use crate::replay::{ReplayError, ReplayKey, ReplayStore, Spend};
 
-/// Where the assertion was presented; it decides the error code of a refusal.
+/// Where a JWT was presented; it decides the error code of a refusal and names the
+/// parameter in the description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// `client_assertion` (RFC 7523 §3.2): `invalid_client`.
+    /// `client_assertion` (RFC 7523 section 3.2): `invalid_client`.
     ClientAuth,
-    /// `assertion` of the jwt-bearer grant (RFC 7523 §3.1): `invalid_grant`.
+    /// `assertion` of the jwt-bearer grant (RFC 7523 section 3.1): `invalid_grant`.
     Grant,
-    /// `subject_token`/`actor_token` of a token exchange (RFC 8693 §2.2.2): `invalid_request`.
-    ExchangeToken,
+    /// `subject_token` of a token exchange (RFC 8693 section 2.2.2): `invalid_request`.
+    SubjectToken,
+    /// `actor_token` of a token exchange (RFC 8693 section 2.2.2): `invalid_request`.
+    ActorToken,
 }
 
-/// What an assertion is checked against.
+impl Role {
+    pub fn parameter(self) -> &'static str {
+        match self {
+            Role::ClientAuth => "client_assertion",
+            Role::Grant => "assertion",
+            Role::SubjectToken => "subject_token",
+            Role::ActorToken => "actor_token",
+        }
+    }
+}
+
+/// Why a presented JWT was refused: a checklist failure, or the replay step.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Jwt(#[from] JwtError),
+    #[error("was already used (jti replayed)")]
+    Replayed,
+    #[error(transparent)]
+    Store(#[from] ReplayError),
+}
+
+impl AuthError {
+    pub fn to_oauth(&self, role: Role) -> OAuthError {
+        if let AuthError::Store(_) = self {
+            return OAuthError::unavailable("the replay store is unavailable; retry shortly");
+        }
+        let description = format!("{}: {self}", role.parameter());
+        match role {
+            Role::ClientAuth => {
+                OAuthError::invalid_client(format!("client authentication failed: {description}"))
+            }
+            Role::Grant => OAuthError::invalid_grant(description),
+            Role::SubjectToken | Role::ActorToken => OAuthError::invalid_request(description),
+        }
+    }
+}
+
+/// What an agent assertion is checked against.
 #[derive(Debug, Clone)]
 pub struct AssertionRules {
-    /// Accepted `aud` values: the issuer and the token endpoint URL.
-    pub audiences: [String; 2],
+    /// Accepted `aud` values: the issuer; the token endpoint URL too only when the operator
+    /// turned on `tokens.accept_token_endpoint_audience` (for Authlib).
+    pub audiences: Vec<String>,
     pub max_lifetime_secs: i64,
-    pub skew_secs: i64,
+    pub skew: Skew,
 }
 
 /// An assertion that passed every check and whose `jti` is now spent.
@@ -39,156 +84,51 @@ pub struct VerifiedAssertion<'p> {
     pub agent: &'p Agent,
     pub jti: String,
     pub exp: i64,
+    pub iat: Option<i64>,
+    pub nbf: Option<i64>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AssertionError {
-    #[error("{0}")]
-    Compact(#[from] CompactError),
-    #[error("assertion alg {0:?} is not accepted (ES256, ES384, EdDSA, RS256, PS256)")]
-    Alg(String),
-    #[error("assertion typ {0:?} is not a JWT assertion")]
-    Typ(String),
-    #[error("assertion header carries {0}; keys come only from the policy (RFC 8725 §3.10)")]
-    KeyReference(&'static str),
-    #[error("assertion header names critical extensions; none are supported (RFC 7515 §4.1.11)")]
-    Crit,
-    #[error("assertion claims are not a JSON object of registered claims: {0}")]
-    Claims(String),
-    #[error("assertion has no iss")]
-    NoIssuer,
-    #[error("client_id does not match the assertion's iss and sub")]
-    ClientIdMismatch,
-    #[error("assertion iss is not a registered agent")]
-    UnknownAgent,
-    #[error("agent is disabled")]
-    Disabled,
-    #[error("no key of the agent verifies this assertion: {0}")]
-    Key(#[from] KeySelectError),
-    #[error("assertion signature does not verify")]
-    Signature,
-    #[error("assertion sub must equal iss (RFC 7523 §3)")]
-    SubMismatch,
-    #[error("assertion aud must be this broker's issuer or token endpoint (RFC 7523 §3)")]
-    Audience,
-    #[error("assertion has no exp (RFC 7523 §3)")]
-    NoExpiry,
-    #[error("assertion has expired")]
-    Expired,
-    #[error("assertion lives too long: exp may be at most {0} s ahead")]
-    TooLongLived(i64),
-    #[error("assertion is not valid yet (nbf)")]
-    NotYetValid,
-    #[error("assertion iat is in the future")]
-    IssuedInFuture,
-    #[error("assertion has no jti (RFC 7523 §3)")]
-    NoJti,
-    #[error("assertion jti is longer than 256 bytes")]
-    JtiTooLong,
-    #[error("assertion was already used (jti replayed)")]
-    Replayed,
-    #[error(transparent)]
-    Store(#[from] ReplayError),
-}
-
-impl AssertionError {
-    pub fn to_oauth(&self, role: Role) -> OAuthError {
-        if let AssertionError::Store(_) = self {
-            return OAuthError::unavailable("the replay store is unavailable; retry shortly");
-        }
-        let description = self.to_string();
-        match role {
-            Role::ClientAuth => {
-                OAuthError::invalid_client(format!("client authentication failed: {description}"))
-            }
-            Role::Grant => OAuthError::invalid_grant(description),
-            Role::ExchangeToken => OAuthError::invalid_request(description),
-        }
-    }
-}
-
-const ACCEPTED_TYP: [&str; 3] = ["JWT", "client-authentication+jwt", "application/jwt"];
-
-/// Steps 1–6 of the checklist (everything but replay), in order. No I/O.
-///
-/// 1. size and JWS compact parse;
-/// 2. header: `alg` on the allow-list, `typ` a plain JWT, no `crit`, no `jku`/`x5u`/`jwk`/`x5c`;
-/// 3. claims parse; `iss` names a registered, enabled agent; `client_id`, if sent, equals it;
-/// 4. key by `kid` (its registered alg must equal the header's) or the only key for the alg;
-/// 5. signature;
-/// 6. claims: `sub` = `iss`, `aud`, `exp` present and not past, lifetime cap, `nbf`, `iat`, `jti`.
-pub fn check<'p>(
+/// Steps 1-6 for an agent assertion. The resolver (step 4): `iss` names a registered,
+/// enabled agent; `client_id`, if sent, equals it; its key by `kid` (whose registered alg
+/// must equal the header's) or its only key for the header's alg. After the checklist:
+/// `sub` = `iss` (RFC 7523 section 3 item 2).
+pub fn check_assertion<'p>(
     raw: &str,
     client_id: Option<&str>,
     policy: &'p Policy,
     rules: &AssertionRules,
     now: i64,
-) -> Result<(VerifiedAssertion<'p>, String), AssertionError> {
-    // 1.
-    let jws = CompactJws::parse(raw, MAX_TOKEN_LEN)?;
-    // 2.
-    let h = &jws.header;
-    let alg: Alg = h.alg.parse().map_err(|_| AssertionError::Alg(h.alg.chars().take(16).collect()))?;
-    if let Some(typ) = &h.typ {
-        if !ACCEPTED_TYP.iter().any(|t| t.eq_ignore_ascii_case(typ)) {
-            return Err(AssertionError::Typ(typ.chars().take(32).collect()));
+) -> Result<Checked<&'p Agent>, JwtError> {
+    let audiences: Vec<&str> = rules.audiences.iter().map(String::as_str).collect();
+    let expect = Expect {
+        typ: TypRule::ASSERTION,
+        audiences: Some(&audiences),
+        max_lifetime_secs: Some(rules.max_lifetime_secs),
+        max_age_secs: None,
+        require_jti: true,
+        skew: rules.skew,
+    };
+    let checked = check(raw, &expect, now, |header, claims| {
+        let iss = claims.iss().unwrap_or_default();
+        if client_id.is_some_and(|c| c != iss) {
+            return Err(JwtError::ClientIdMismatch);
         }
+        let agent = policy.agent(iss).ok_or(JwtError::UnknownAgent)?;
+        if agent.disabled {
+            return Err(JwtError::Disabled);
+        }
+        let key: &VerifyingKey = agent.key_for(header.kid.as_deref(), header.alg)?;
+        Ok((agent, key))
+    })?;
+    if checked.claims.sub() != checked.claims.iss() {
+        return Err(JwtError::SubMismatch);
     }
-    if h.crit.is_some() || h.b64.is_some() {
-        return Err(AssertionError::Crit);
-    }
-    if let Some(member) = h.key_reference_member() {
-        return Err(AssertionError::KeyReference(member));
-    }
-    // 3.
-    let claims: AssertionClaims =
-        serde_json::from_slice(&jws.payload).map_err(|e| AssertionError::Claims(e.classify_str()))?;
-    let iss = claims.iss.as_deref().ok_or(AssertionError::NoIssuer)?;
-    if client_id.is_some_and(|c| c != iss) {
-        return Err(AssertionError::ClientIdMismatch);
-    }
-    let agent = policy.agent(iss).ok_or(AssertionError::UnknownAgent)?;
-    if agent.disabled {
-        return Err(AssertionError::Disabled);
-    }
-    // 4.
-    let key = agent.key_for(h.kid.as_deref(), alg)?;
-    // 5.
-    if !key.verify(jws.signing_input.as_bytes(), &jws.signature) {
-        return Err(AssertionError::Signature);
-    }
-    // 6.
-    if claims.sub.as_deref() != Some(iss) {
-        return Err(AssertionError::SubMismatch);
-    }
-    let accepted = [rules.audiences[0].as_str(), rules.audiences[1].as_str()];
-    if !claims.aud.as_ref().is_some_and(|a| a.contains_any(&accepted)) {
-        return Err(AssertionError::Audience);
-    }
-    let exp = claims.exp.ok_or(AssertionError::NoExpiry)?.0;
-    if now > exp.saturating_add(rules.skew_secs) {
-        return Err(AssertionError::Expired);
-    }
-    let max_ahead = rules.max_lifetime_secs + rules.skew_secs;
-    if exp.saturating_sub(now) > max_ahead {
-        return Err(AssertionError::TooLongLived(max_ahead));
-    }
-    if claims.nbf.is_some_and(|nbf| nbf.0 > now.saturating_add(rules.skew_secs)) {
-        return Err(AssertionError::NotYetValid);
-    }
-    if claims.iat.is_some_and(|iat| iat.0 > now.saturating_add(rules.skew_secs)) {
-        return Err(AssertionError::IssuedInFuture);
-    }
-    let jti = claims.jti.filter(|j| !j.is_empty()).ok_or(AssertionError::NoJti)?;
-    if jti.len() > 256 {
-        return Err(AssertionError::JtiTooLong);
-    }
-    let iss = iss.to_string();
-    Ok((VerifiedAssertion { agent, jti, exp }, iss))
+    Ok(checked)
 }
 
-/// The whole checklist: [`check`], then step 7, the atomic replay check. The `jti`
-/// (namespaced by issuer, hashed) is spent until the assertion could no longer be accepted.
+/// The whole checklist for an agent assertion: [`check_assertion`], then step 7, the atomic
+/// replay check. The `jti` (namespaced by issuer, hashed) is spent until the assertion could
+/// no longer be accepted (`exp` + the past skew).
 pub async fn verify<'p, S: ReplayStore>(
     raw: &str,
     client_id: Option<&str>,
@@ -196,25 +136,20 @@ pub async fn verify<'p, S: ReplayStore>(
     rules: &AssertionRules,
     store: &S,
     now: i64,
-) -> Result<VerifiedAssertion<'p>, AssertionError> {
-    let (verified, iss) = check(raw, client_id, policy, rules, now)?;
+) -> Result<VerifiedAssertion<'p>, AuthError> {
+    let checked = check_assertion(raw, client_id, policy, rules, now)?;
+    let agent = checked.who;
+    let jti = checked.claims.jti().unwrap_or_default().to_string();
     // 7.
-    let until_ms = verified.exp.saturating_add(rules.skew_secs).saturating_mul(1000);
-    match store.spend(&ReplayKey::for_jti(&iss, &verified.jti), until_ms).await? {
-        Spend::Fresh => Ok(verified),
-        Spend::Replayed => Err(AssertionError::Replayed),
-    }
-}
-
-trait ClassifyStr {
-    fn classify_str(&self) -> String;
-}
-
-impl ClassifyStr for serde_json::Error {
-    fn classify_str(&self) -> String {
-        match self.classify() {
-            serde_json::error::Category::Data => "a claim has the wrong type or appears twice".into(),
-            _ => "not valid JSON".into(),
-        }
+    let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
+    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms).await? {
+        Spend::Fresh => Ok(VerifiedAssertion {
+            agent,
+            jti,
+            exp: checked.exp,
+            iat: checked.claims.iat(),
+            nbf: checked.claims.nbf(),
+        }),
+        Spend::Replayed => Err(AuthError::Replayed),
     }
 }

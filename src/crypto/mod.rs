@@ -6,11 +6,14 @@
 //! Keys are parsed once, at load time, into verifier and signer objects; nothing on the
 //! request path parses PEM or JWK.
 
+mod claims;
 mod compact;
 mod ecdsa;
+pub mod json;
 mod keys;
 
-pub use compact::{CompactError, CompactJws, JoseHeader};
+pub use claims::{ClaimError, Claims};
+pub use compact::{CompactError, CompactJws, JoseHeader, Typ};
 pub use keys::{
     detect_alg, generate_key_pair, public_jwk_from_pem, thumbprint, GeneratedKeyPair, KeyError, SecretPem,
     SigningKey, VerifyingKey,

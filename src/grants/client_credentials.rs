@@ -12,7 +12,7 @@ pub(crate) async fn client_credentials<'b>(
     // RFC 6749 §4.4.2: "The client MUST authenticate with the authorization server".
     let agent = broker.authenticate_client(req, now).await?.ok_or_else(|| {
         OAuthError::invalid_client(
-            "client authentication is required: send client_assertion (private_key_jwt, RFC 7523 §2.2)",
+            "client authentication is required: send client_assertion (private_key_jwt, RFC 7523 section 2.2)",
         )
     })?;
     Ok(ExchangeContext {

@@ -43,7 +43,7 @@ pub(crate) async fn token_exchange<'b>(
         None => None,
         Some(t) if t.token_type == TokenType::Jwt => {
             let a = ClientAssertion(t.token.clone());
-            Some(broker.verify_assertion(&a, None, Role::ExchangeToken, now).await?.agent)
+            Some(broker.verify_assertion(&a, None, Role::ActorToken, now).await?.agent)
         }
         Some(_) => {
             return Err(OAuthError::invalid_request(
@@ -67,7 +67,7 @@ pub(crate) async fn token_exchange<'b>(
         }
         TokenType::Jwt => {
             let a = ClientAssertion(subject.token.clone());
-            let subject_agent = broker.verify_assertion(&a, None, Role::ExchangeToken, now).await?.agent;
+            let subject_agent = broker.verify_assertion(&a, None, Role::SubjectToken, now).await?.agent;
             if actor.is_some_and(|act| act.id != subject_agent.id) {
                 return Err(OAuthError::invalid_request(
                     "the subject assertion names another agent than the actor; delegation between agents is not allowed",
@@ -91,7 +91,7 @@ pub(crate) async fn token_exchange<'b>(
 /// Whether the header says `typ: at+jwt` (RFC 9068 §2.1): our access tokens, not assertions.
 fn is_access_token(raw: &str) -> bool {
     CompactJws::parse(raw, MAX_TOKEN_LEN)
-        .map(|j| j.header.typ.is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")))
+        .map(|j| j.header.typ.is_some_and(|t| t.is("at+jwt")))
         .unwrap_or(false)
 }
 
@@ -101,11 +101,13 @@ fn exchange_own_token<'b>(
     actor: Option<&'b Agent>,
     now: i64,
 ) -> Result<ExchangeContext<'b>, OAuthError> {
-    let claims =
-        broker.tokens.verify_own(raw, now).map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let claims = broker
+        .tokens
+        .verify_own(raw, now)
+        .map_err(|e| OAuthError::invalid_request(format!("subject_token: {e}")))?;
     let actor = actor.ok_or_else(|| {
         OAuthError::invalid_client(
-            "exchanging an access token needs the agent's client authentication (RFC 7523 §2.2)",
+            "exchanging an access token needs the agent's client authentication (RFC 7523 section 2.2)",
         )
     })?;
     if actor.id != claims.client_id {

@@ -40,13 +40,17 @@ pub(crate) fn server(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .route("/token", web::post().to(token::token))
-            .route("/.well-known/oauth-authorization-server", web::get().to(metadata::metadata))
-            .route("/.well-known/openid-configuration", web::get().to(metadata::metadata))
-            .route("/jwks.json", web::get().to(metadata::jwks))
+            .service(
+                web::resource("/token")
+                    .route(web::post().to(token::token))
+                    .default_service(web::to(|| method_not_allowed("POST"))),
+            )
+            .service(readable("/.well-known/oauth-authorization-server", metadata::metadata))
+            .service(readable("/.well-known/openid-configuration", metadata::metadata))
+            .service(readable("/jwks.json", metadata::jwks))
             .route("/authorize", web::route().to(metadata::authorize))
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
+            .service(readable("/healthz", health::healthz))
+            .service(readable("/readyz", health::readyz))
             .default_service(web::to(not_found))
     })
     .listen(listener)?;
@@ -54,6 +58,27 @@ pub(crate) fn server(
         server = server.workers(workers.max(1));
     }
     Ok(server.run())
+}
+
+/// A resource that answers GET and HEAD, and 405 with `Allow` to any other method.
+fn readable<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|| method_not_allowed("GET, HEAD")))
+}
+
+/// RFC 9110 section 15.5.6: 405 with the methods the resource does support.
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let e = OAuthError::invalid_request(format!("method not allowed here; use {allow}"));
+    let mut r = json_error(&e, None).customize_status(405);
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 async fn not_found() -> HttpResponse {

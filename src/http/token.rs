@@ -93,7 +93,9 @@ async fn read_form(
     if !form {
         return Err((
             400,
-            OAuthError::invalid_request("the body must be application/x-www-form-urlencoded (RFC 6749 §3.2)"),
+            OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded (RFC 6749 section 3.2)",
+            ),
         ));
     }
     let too_large =

@@ -1,7 +1,9 @@
 //! Access tokens: RFC 9068 JWTs (`typ: at+jwt`) signed by the broker's key, and the
 //! verification of our own tokens when they come back as an RFC 8693 `subject_token`.
 
-use crate::crypto::{Alg, CompactJws, KeyError, SigningKey, VerifyingKey};
+use crate::client_auth::checklist::{check, Expect, JwtError, Skew, TypRule};
+use crate::crypto::{Alg, KeyError, SigningKey, VerifyingKey};
+use crate::policy::KeySelectError;
 use crate::protocol::ScopeSet;
 use serde::{Deserialize, Serialize};
 
@@ -71,22 +73,18 @@ pub struct IssuedClaims {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OwnTokenError {
     #[error("{0}")]
-    Compact(#[from] crate::crypto::CompactError),
-    #[error("subject_token is not an access token of this broker (typ must be at+jwt)")]
-    Typ,
-    #[error("subject_token is not signed by a key of this broker")]
-    Key,
-    #[error("subject_token signature does not verify")]
-    Signature,
-    #[error("subject_token claims are malformed")]
-    Claims,
-    #[error("subject_token was not issued by this broker")]
-    Issuer,
-    #[error("subject_token has expired")]
+    Jwt(#[from] JwtError),
+    #[error("has no string claim '{0}' (RFC 9068 section 2.2)")]
+    Claims(&'static str),
+    #[error("has expired")]
     Expired,
-    #[error("subject_token act chain is deeper than {MAX_ACT_DEPTH}")]
+    #[error("act chain is deeper than {MAX_ACT_DEPTH}")]
     ActTooDeep,
 }
+
+/// Clock tolerance for our own tokens: they never outlive `exp`; `iat` may be up to a minute
+/// ahead (another broker instance's clock).
+const OWN_SKEW: Skew = Skew { past_secs: 0, future_secs: 60 };
 
 /// Signs tokens with the active key; verifies with the active key and any published
 /// verify-only keys (rotation).
@@ -147,35 +145,55 @@ impl TokenIssuer {
         Ok(Minted { token, jti })
     }
 
-    /// Verify a token this broker issued: `typ` at+jwt, a `kid` of ours with its own alg,
-    /// the signature, `iss` byte-equal to ours, and `exp` not past.
+    /// Verify a token this broker issued, through the same checklist as every JWT
+    /// ([`crate::client_auth::checklist`]): `typ` at+jwt; `iss` byte-equal to ours; a `kid` of
+    /// ours whose alg is the header's; the signature; `exp` not past (no skew: `exp` = now is
+    /// expired); `jti`; the `act` chain no deeper than [`MAX_ACT_DEPTH`].
     pub fn verify_own(&self, raw: &str, now: i64) -> Result<IssuedClaims, OwnTokenError> {
-        let jws = CompactJws::parse(raw, crate::protocol::MAX_TOKEN_LEN)?;
-        let h = &jws.header;
-        if !h.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
-            return Err(OwnTokenError::Typ);
-        }
-        if h.crit.is_some() || h.b64.is_some() || h.key_reference_member().is_some() {
-            return Err(OwnTokenError::Key);
-        }
-        let alg: Alg = h.alg.parse().map_err(|_| OwnTokenError::Key)?;
-        let kid = h.kid.as_deref().ok_or(OwnTokenError::Key)?;
-        let key =
-            self.verifying.iter().find(|k| k.kid() == kid && k.alg() == alg).ok_or(OwnTokenError::Key)?;
-        if !key.verify(jws.signing_input.as_bytes(), &jws.signature) {
-            return Err(OwnTokenError::Signature);
-        }
-        let claims: IssuedClaims = serde_json::from_slice(&jws.payload).map_err(|_| OwnTokenError::Claims)?;
-        if claims.iss != self.issuer {
-            return Err(OwnTokenError::Issuer);
-        }
-        if claims.exp <= now {
+        let expect = Expect {
+            typ: TypRule::ACCESS_TOKEN,
+            audiences: None,
+            max_lifetime_secs: None,
+            max_age_secs: None,
+            require_jti: true,
+            skew: OWN_SKEW,
+        };
+        let checked = check(raw, &expect, now, |header, claims| {
+            if claims.iss() != Some(self.issuer.as_str()) {
+                return Err(JwtError::UnknownIssuer);
+            }
+            let kid = header.kid.as_deref().ok_or(KeySelectError::UnknownKid)?;
+            let key = self.verifying.iter().find(|k| k.kid() == kid).ok_or(KeySelectError::UnknownKid)?;
+            if key.alg() != header.alg {
+                return Err(KeySelectError::AlgMismatch { registered: key.alg(), header: header.alg }.into());
+            }
+            Ok(((), key))
+        })?;
+        if checked.exp <= now {
             return Err(OwnTokenError::Expired);
         }
-        if claims.act.as_ref().is_some_and(|a| a.depth() > MAX_ACT_DEPTH) {
+        let c = &checked.claims;
+        let string = |name: &'static str| c.str(name).map(str::to_string).ok_or(OwnTokenError::Claims(name));
+        let act = match c.get("act") {
+            None => None,
+            Some(v) => {
+                Some(serde_json::from_value::<Act>(v.clone()).map_err(|_| OwnTokenError::Claims("act"))?)
+            }
+        };
+        if act.as_ref().is_some_and(|a| a.depth() > MAX_ACT_DEPTH) {
             return Err(OwnTokenError::ActTooDeep);
         }
-        Ok(claims)
+        Ok(IssuedClaims {
+            iss: self.issuer.clone(),
+            sub: string("sub")?,
+            aud: string("aud")?,
+            client_id: string("client_id")?,
+            scope: string("scope")?,
+            iat: c.iat().ok_or(OwnTokenError::Claims("iat"))?,
+            exp: checked.exp,
+            jti: string("jti")?,
+            act,
+        })
     }
 }
 
@@ -211,6 +229,7 @@ mod tests {
         assert_eq!(c.act, Some(act));
         assert_eq!(c.jti, m.jti);
         assert_eq!(crate::crypto::b64url_decode(&c.jti).expect("b64").len(), 16);
+        assert!(t.verify_own(&m.token, 1299).is_ok(), "valid in its last second");
         assert_eq!(t.verify_own(&m.token, 1300).unwrap_err(), OwnTokenError::Expired);
     }
 
@@ -228,6 +247,58 @@ mod tests {
             act: None,
         };
         let m = b.mint(&spec).expect("mint");
-        assert_eq!(a.verify_own(&m.token, 1).unwrap_err(), OwnTokenError::Key);
+        assert_eq!(
+            a.verify_own(&m.token, 1).unwrap_err(),
+            OwnTokenError::Jwt(JwtError::Key(KeySelectError::UnknownKid))
+        );
+    }
+
+    fn spec_for<'a>(scopes: &'a ScopeSet, act: Option<&'a Act>) -> MintSpec<'a> {
+        MintSpec { sub: "s", aud: "https://mcp.example", client_id: "c", scopes, iat: 0, exp: 100, act }
+    }
+
+    /// Each identity check of our own tokens refuses on its own: another issuer string, another
+    /// `typ`, a `kid` we publish under another alg.
+    #[test]
+    fn refuses_foreign_issuer_typ_and_alg() {
+        let t = issuer();
+        let scopes = ScopeSet::parse("read").expect("scope");
+        let other = TokenIssuer::new(
+            "https://sts.example/other".into(),
+            SigningKey::generate(Alg::ES256).expect("key"),
+            vec![t.key.public_jwk().clone()],
+        )
+        .expect("issuer");
+        let m = other.mint(&spec_for(&scopes, None)).expect("mint");
+        assert_eq!(t.verify_own(&m.token, 1).unwrap_err(), OwnTokenError::Jwt(JwtError::UnknownIssuer));
+        // Re-sign our own claims with our key but typ JWT: not an access token.
+        let (_, payload) = m.token.split_once('.').expect("parts");
+        let (payload, _) = payload.split_once('.').expect("parts");
+        let claims = crate::crypto::b64url_decode(payload).expect("b64");
+        let mut claims: serde_json::Value = serde_json::from_slice(&claims).expect("json");
+        claims["iss"] = serde_json::json!("https://sts.example");
+        let jwt = t
+            .key
+            .sign_compact(&t.key.encoded_header("JWT", true), claims.to_string().as_bytes())
+            .expect("sign");
+        assert!(matches!(t.verify_own(&jwt, 1).unwrap_err(), OwnTokenError::Jwt(JwtError::Typ(..))));
+        let good = t.key.sign_compact(&t.encoded_header, claims.to_string().as_bytes()).expect("sign");
+        assert!(t.verify_own(&good, 1).is_ok(), "the same claims as at+jwt pass");
+    }
+
+    #[test]
+    fn act_depth_is_capped() {
+        let t = issuer();
+        let scopes = ScopeSet::parse("read").expect("scope");
+        let mut act = Act { sub: "a0".into(), act: None };
+        for i in 1..MAX_ACT_DEPTH {
+            act = Act { sub: format!("a{i}"), act: Some(Box::new(act)) };
+        }
+        assert_eq!(act.depth(), MAX_ACT_DEPTH);
+        let m = t.mint(&spec_for(&scopes, Some(&act))).expect("mint");
+        assert!(t.verify_own(&m.token, 1).is_ok(), "exactly the cap passes");
+        let deeper = Act { sub: "top".into(), act: Some(Box::new(act)) };
+        let m = t.mint(&spec_for(&scopes, Some(&deeper))).expect("mint");
+        assert_eq!(t.verify_own(&m.token, 1).unwrap_err(), OwnTokenError::ActTooDeep);
     }
 }

@@ -48,19 +48,19 @@ impl Deny {
                 "name the MCP server with `resource` (RFC 8707) or `audience` (RFC 8693)",
             ),
             Deny::MultipleTargets => OAuthError::invalid_target(
-                "a token is issued for exactly one MCP server; send one resource (RFC 8707 §2)",
+                "a token is issued for exactly one MCP server; send one resource (RFC 8707 section 2)",
             ),
             Deny::UnknownTarget(t) => {
-                OAuthError::invalid_target(format!("unknown resource or audience {:?}", truncate(t)))
+                OAuthError::invalid_target(format!("unknown resource or audience '{}'", truncate(t)))
             }
             Deny::NotAllowed { agent, server } => {
-                OAuthError::invalid_target(format!("agent {agent:?} may not reach server {server:?}"))
+                OAuthError::invalid_target(format!("agent '{agent}' may not reach server '{server}'"))
             }
             Deny::NoScope { agent, server, requested: true } => OAuthError::invalid_scope(format!(
-                "none of the requested scopes is granted to agent {agent:?} on server {server:?}"
+                "none of the requested scopes is granted to agent '{agent}' on server '{server}'"
             )),
             Deny::NoScope { agent, server, requested: false } => OAuthError::invalid_scope(format!(
-                "no scope requested and no default scopes for agent {agent:?} on server {server:?}"
+                "no scope requested and no default scopes for agent '{agent}' on server '{server}'"
             )),
         }
     }

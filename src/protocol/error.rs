@@ -58,9 +58,33 @@ pub struct OAuthError {
     pub description: String,
 }
 
+/// RFC 6749 section 5.2: `error_description` characters are `%x20-21 / %x23-5B / %x5D-7E`,
+/// printable ASCII without `"` and `\`.
+pub fn is_description_char(c: char) -> bool {
+    matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')
+}
+
+/// Bring a description inside the RFC 6749 section 5.2 character set. Our own texts are
+/// written inside it; this is for the values they quote (a `resource`, a `typ`, a claim name),
+/// which come from the request: `"` becomes `'`, `\` becomes `/`, anything else outside the
+/// set becomes `?`.
+pub fn description_text(d: String) -> String {
+    if d.chars().all(is_description_char) {
+        return d;
+    }
+    d.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if is_description_char(c) => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description.into() }
+        OAuthError { code, description: description_text(description.into()) }
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -104,3 +128,17 @@ impl fmt::Display for OAuthError {
 }
 
 impl std::error::Error for OAuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_kept_inside_the_rfc6749_5_2_charset() {
+        assert_eq!(description_text("plain text, with 'quotes' ok".into()), "plain text, with 'quotes' ok");
+        assert_eq!(description_text("typ \"a\\b\" \u{a7}3 \u{e9}\n".into()), "typ 'a/b' ?3 ??");
+        let e = OAuthError::invalid_request("x\"y");
+        assert_eq!(e.description, "x'y");
+        assert!(description_text((0u8..=255).map(char::from).collect()).chars().all(is_description_char));
+    }
+}

@@ -6,7 +6,7 @@ mod request;
 mod response;
 mod types;
 
-pub use error::{ErrorCode, OAuthError};
+pub use error::{description_text, is_description_char, ErrorCode, OAuthError};
 pub use request::{ClientAssertion, GrantRequest, TokenRequest, TypedToken, MAX_TOKEN_LEN};
 pub use response::TokenResponse;
 pub use types::{

@@ -126,7 +126,7 @@ impl Form {
                     let slot = &mut form.single[param as usize];
                     if slot.is_some() {
                         return Err(OAuthError::invalid_request(format!(
-                            "parameter `{pname}` is repeated (RFC 6749 §3.2)"
+                            "parameter `{pname}` is repeated (RFC 6749 section 3.2)"
                         )));
                     }
                     *slot = Some(value.into_owned());
@@ -151,7 +151,9 @@ fn required(form: &mut Form, p: Param, name: &str, grant: &str) -> Result<String
 
 fn token_type(value: &str, name: &str) -> Result<TokenType, OAuthError> {
     TokenType::parse(value).ok_or_else(|| {
-        OAuthError::invalid_request(format!("`{name}` is not a token type this broker accepts (RFC 8693 §3)"))
+        OAuthError::invalid_request(format!(
+            "`{name}` is not a token type this broker accepts (RFC 8693 section 3)"
+        ))
     })
 }
 
@@ -164,7 +166,7 @@ impl TokenRequest {
         // Client authentication: private_key_jwt only (RFC 7523 §2.2).
         if basic_auth || form.take(Param::ClientSecret).is_some() {
             return Err(OAuthError::invalid_client(
-                "client secrets are not accepted; authenticate with a client assertion (private_key_jwt, RFC 7523 §2.2)",
+                "client secrets are not accepted; authenticate with a client assertion (private_key_jwt, RFC 7523 section 2.2)",
             ));
         }
         let assertion_type = form.take(Param::ClientAssertionType);
@@ -173,7 +175,7 @@ impl TokenRequest {
             (Some(t), Some(a)) if t == ASSERTION_TYPE_JWT_BEARER => Some(ClientAssertion(a)),
             (Some(_), Some(_)) => {
                 return Err(OAuthError::invalid_client(format!(
-                    "client_assertion_type must be {ASSERTION_TYPE_JWT_BEARER} (RFC 7523 §2.2)"
+                    "client_assertion_type must be {ASSERTION_TYPE_JWT_BEARER} (RFC 7523 section 2.2)"
                 )))
             }
             (Some(_), None) => {
@@ -192,7 +194,9 @@ impl TokenRequest {
             }
         };
         if form.resources.iter().any(|r| r.contains('#')) {
-            return Err(OAuthError::invalid_target("a resource must not contain a fragment (RFC 8707 §2)"));
+            return Err(OAuthError::invalid_target(
+                "a resource must not contain a fragment (RFC 8707 section 2)",
+            ));
         }
 
         let grant_type = form
@@ -215,7 +219,7 @@ impl TokenRequest {
                     }
                     _ => {
                         return Err(OAuthError::invalid_request(
-                            "actor_token and actor_token_type go together (RFC 8693 §2.1)",
+                            "actor_token and actor_token_type go together (RFC 8693 section 2.1)",
                         ))
                     }
                 };

@@ -15,7 +15,7 @@ pub struct ScopeSet(BTreeSet<String>);
 
 /// A scope value that breaks the RFC 6749 §3.3 grammar.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("scope tokens are printable ASCII without spaces, quotes or backslashes (RFC 6749 §3.3)")]
+#[error("scope tokens are printable ASCII without spaces, quotes or backslashes (RFC 6749 section 3.3)")]
 pub struct InvalidScope;
 
 impl ScopeSet {

@@ -236,11 +236,22 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     pub key_prefix: Option<String>,
     pub replay: ReplayBackend,
+    /// The issuer (default: dev mode's `http://127.0.0.1:<port>`); instances behind one
+    /// load balancer share it.
+    pub issuer: Option<String>,
+    /// Any other setting.
+    pub configure: fn(&mut Settings),
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { redis_url: None, key_prefix: None, replay: ReplayBackend::Redis }
+        AppOptions {
+            redis_url: None,
+            key_prefix: None,
+            replay: ReplayBackend::Redis,
+            issuer: None,
+            configure: |_| {},
+        }
     }
 }
 
@@ -267,6 +278,8 @@ impl TestApp {
         settings.replay.backend = Some(opts.replay);
         settings.replay.redis_url = opts.redis_url.unwrap_or_else(shared_redis_url);
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
+        settings.server.issuer = opts.issuer;
+        (opts.configure)(&mut settings);
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.
@@ -382,10 +395,23 @@ impl Assertion {
         self
     }
     pub fn sign(&self) -> String {
-        let header = b64url_encode(Value::Object(self.header.clone()).to_string().as_bytes());
-        self.key
-            .sign_compact(&header, Value::Object(self.claims.clone()).to_string().as_bytes())
-            .expect("sign")
+        self.sign_bytes(
+            Value::Object(self.header.clone()).to_string().as_bytes(),
+            Value::Object(self.claims.clone()).to_string().as_bytes(),
+        )
+    }
+
+    /// Sign this header and claims after `edit` rewrote their JSON text (for bytes that a
+    /// JSON serializer would never write: invalid UTF-8, duplicate members, null).
+    pub fn sign_edited(&self, edit: impl Fn(&str, Vec<u8>) -> Vec<u8>) -> String {
+        self.sign_bytes(
+            &edit("header", Value::Object(self.header.clone()).to_string().into_bytes()),
+            &edit("payload", Value::Object(self.claims.clone()).to_string().into_bytes()),
+        )
+    }
+
+    pub fn sign_bytes(&self, header: &[u8], payload: &[u8]) -> String {
+        self.key.sign_compact(&b64url_encode(header), payload).expect("sign")
     }
 }
 
@@ -421,7 +447,12 @@ impl Reply {
     #[track_caller]
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!((self.status, self.body["error"].as_str()), (status, Some(code)), "{}", self.text);
-        assert!(self.body["error_description"].is_string(), "{}", self.text);
+        let d = self.body["error_description"].as_str().unwrap_or_else(|| panic!("{}", self.text));
+        // RFC 6749 section 5.2: %x20-21 / %x23-5B / %x5D-7E only.
+        assert!(
+            d.chars().all(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E')),
+            "error_description outside the RFC 6749 section 5.2 charset: {d}"
+        );
         assert!(self.body.get("access_token").is_none(), "an error must carry no token");
         assert_eq!(self.header("cache-control"), Some("no-store"));
         if status == 401 {

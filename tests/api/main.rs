@@ -9,4 +9,5 @@ mod jwt_bearer;
 mod redis_outage;
 mod replay;
 mod request_form;
+mod strict_jose;
 mod token_exchange;

@@ -60,13 +60,16 @@ async fn racing_requests_with_one_assertion_get_one_token() {
 #[tokio::test]
 async fn replay_is_refused_across_broker_instances() {
     let prefix = unique_prefix();
-    let one =
-        TestApp::spawn_with(AppOptions { key_prefix: Some(prefix.clone()), ..AppOptions::default() }).await;
-    let two = TestApp::spawn_with(AppOptions { key_prefix: Some(prefix), ..AppOptions::default() }).await;
-    // Both accept assertions addressed to either issuer? No: aud must be each broker's own
-    // issuer. Address the assertion to both (aud array), as a multi-instance client would
-    // address the shared issuer.
-    let a = one.assertion("bot").claim("aud", serde_json::json!([one.issuer, two.issuer])).sign();
+    // Instances behind one load balancer share the issuer identifier and the Redis.
+    let issuer = format!("http://127.0.0.1:{}", free_port());
+    let shared = || AppOptions {
+        key_prefix: Some(prefix.clone()),
+        issuer: Some(issuer.clone()),
+        ..AppOptions::default()
+    };
+    let one = TestApp::spawn_with(shared()).await;
+    let two = TestApp::spawn_with(shared()).await;
+    let a = one.assertion("bot").sign();
     one.client_credentials(&a, DOCS, None).await.assert_ok();
     two.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
 }
