@@ -65,10 +65,11 @@ fn fixture() -> Fixture {
         policy: Arc::new(policy),
         tokens,
         // Capacity well above what a run spends: a full store would refuse (503).
-        replay: AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())),
+        replay: Arc::new(AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone()))),
         rules: agent_sts::startup::assertion_rules(ISSUER, &agent_sts::config::TokenSettings::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
         clock,
+        shared: Arc::new(agent_sts::broker::Shared::new(true)),
     };
     let now = broker.clock.now_secs();
     Fixture { es256, eddsa, rs256, broker, broker_pem: pair.private_pem.0, now }

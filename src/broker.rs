@@ -6,16 +6,54 @@ use crate::clock::SharedClock;
 use crate::mint::{Act, MintSpec, TokenIssuer};
 use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
-use crate::replay::{AnyReplayStore, ReplayStore};
+use crate::replay::{AnyReplayStore, ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{audit, SPAN_TARGET};
 use std::sync::Arc;
+use tracing::Instrument;
 
+/// One policy snapshot with its keys. A reload builds a new `Broker` and swaps it in
+/// (`crate::reload`); a request keeps the `Arc<Broker>` it started with until it ends.
 pub struct Broker {
     pub policy: Arc<Policy>,
     pub tokens: TokenIssuer,
-    pub replay: AnyReplayStore,
+    pub replay: Arc<AnyReplayStore>,
     pub clock: SharedClock,
     pub rules: AssertionRules,
     pub lifetimes: Lifetimes,
+    /// What outlives a reload: metrics (and the operational stores).
+    pub shared: Arc<Shared>,
+}
+
+/// State shared by every policy snapshot of one process.
+pub struct Shared {
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(metrics_enabled: bool) -> Shared {
+        Shared { metrics: Metrics::new(metrics_enabled) }
+    }
+}
+
+/// The replay store as the token path sees it: each spend in a span, timed and counted.
+struct Instrumented<'a> {
+    store: &'a AnyReplayStore,
+    metrics: &'a Metrics,
+}
+
+impl ReplayStore for Instrumented<'_> {
+    async fn spend(&self, key: &ReplayKey, expires_at_ms: i64) -> Result<Spend, ReplayError> {
+        let span = tracing::info_span!(target: SPAN_TARGET, "replay.spend", backend = self.store.kind());
+        let started = std::time::Instant::now();
+        let r = self.store.spend(key, expires_at_ms).instrument(span).await;
+        self.metrics.replay_call(started.elapsed(), r.is_err());
+        r
+    }
+
+    async fn ping(&self) -> Result<(), ReplayError> {
+        self.store.ping().await
+    }
 }
 
 /// A token issued, with what the audit log records about it (never the token itself).
@@ -26,6 +64,10 @@ pub struct Issued {
     pub sub: String,
     pub aud: String,
     pub jti: String,
+    /// The server's policy id, the token's `exp` and `act`.
+    pub server: String,
+    pub exp: i64,
+    pub act: Option<Act>,
 }
 
 /// What a grant handler hands to the policy decision and the mint.
@@ -57,6 +99,10 @@ impl Broker {
         self.issue(req, ctx, now)
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     /// Verify an agent assertion in the given role; the `jti` is spent on success.
     pub(crate) async fn verify_assertion(
         &self,
@@ -65,12 +111,20 @@ impl Broker {
         role: Role,
         now: i64,
     ) -> Result<VerifiedAssertion<'_>, OAuthError> {
-        client_auth::verify(&assertion.0, client_id, &self.policy, &self.rules, &self.replay, now)
+        let store = Instrumented { store: &self.replay, metrics: &self.shared.metrics };
+        let span = tracing::info_span!(target: SPAN_TARGET, "assertion.verify", role = role.parameter());
+        let verified = client_auth::verify(&assertion.0, client_id, &self.policy, &self.rules, &store, now)
+            .instrument(span)
             .await
             .map_err(|e| {
+                if matches!(e, client_auth::AuthError::Replayed) {
+                    self.shared.metrics.replay_refused();
+                }
                 tracing::debug!(role = role.parameter(), reason = %e, "assertion refused");
                 e.to_oauth(role)
-            })
+            })?;
+        audit::note(|t| t.agent = Some(verified.agent.id.clone()));
+        Ok(verified)
     }
 
     /// Client authentication (RFC 7523 §2.2), when the request carries a client assertion.
@@ -95,7 +149,18 @@ impl Broker {
             requested: req.scope.as_ref(),
             ceiling: ctx.ceiling_scopes.as_ref(),
         };
-        let permit = decide(&self.policy, &decision, self.lifetimes).map_err(|d| d.to_oauth())?;
+        audit::note(|t| {
+            if t.agent.as_deref() != Some(ctx.agent.id.as_str()) {
+                t.agent = Some(ctx.agent.id.clone());
+            }
+        });
+        let permit = tracing::info_span!(target: SPAN_TARGET, "policy.decide")
+            .in_scope(|| decide(&self.policy, &decision, self.lifetimes))
+            .map_err(|d| d.to_oauth())?;
+        audit::note(|t| {
+            t.server = Some(permit.server.id.clone());
+            t.rule = Some(format!("agent:{}/allow:{}", ctx.agent.id, permit.server.id));
+        });
         let lifetime = i64::try_from(permit.lifetime_secs).unwrap_or(i64::MAX);
         let exp =
             ctx.ceiling_exp.map_or(now.saturating_add(lifetime), |c| c.min(now.saturating_add(lifetime)));
@@ -113,10 +178,13 @@ impl Broker {
             exp,
             act: ctx.act.as_ref(),
         };
-        let minted = self.tokens.mint(&spec).map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            OAuthError::server_error()
-        })?;
+        let minted = tracing::info_span!(target: SPAN_TARGET, "token.sign", alg = self.tokens.alg().as_str())
+            .in_scope(|| self.tokens.mint(&spec))
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing failed");
+                OAuthError::server_error()
+            })?;
+        self.shared.metrics.token_issued(&permit.server.id);
         Ok(Issued {
             response: TokenResponse {
                 access_token: minted.token,
@@ -129,6 +197,9 @@ impl Broker {
             sub: ctx.sub,
             aud: permit.server.resource.clone(),
             jti: minted.jti,
+            server: permit.server.id.clone(),
+            exp,
+            act: ctx.act,
         })
     }
 

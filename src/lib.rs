@@ -21,6 +21,7 @@ pub mod mint;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod replay;
 pub mod startup;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use agent_sts::clock::{Clock, SystemClock};
 use agent_sts::config::Settings;
 use agent_sts::crypto::{self, Alg, SigningKey};
 use agent_sts::policy::Policy;
-use agent_sts::startup::{Application, Mode};
+use agent_sts::startup::{Application, Mode, SettingsSource};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,24 +133,40 @@ fn serve(
     listen: Option<String>,
     policy: Option<PathBuf>,
 ) -> Result<(), String> {
-    let mut settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
-    if let Some(l) = listen {
-        settings.server.listen = l;
-    }
-    if let Some(p) = policy {
-        settings.policy.path = Some(p);
-    }
-    agent_sts::telemetry::init(settings.log.format);
+    // The same reading of file, environment and flags at start and on every reload.
+    let load = {
+        let config = config.clone();
+        move || -> Result<Settings, String> {
+            let mut settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(l) = &listen {
+                settings.server.listen = l.clone();
+            }
+            if let Some(p) = &policy {
+                settings.policy.path = Some(p.clone());
+            }
+            Ok(settings)
+        }
+    };
+    let settings = load()?;
     let mode = if dev { Mode::Dev } else { Mode::Production };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(async move {
-        let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
-        app.run_until_stopped().await.map_err(|e| e.to_string())
-    })
+    // The trace exporter's HTTP client must not be built inside the runtime.
+    let telemetry = agent_sts::telemetry::init(settings.log.format, &settings.otel)?;
+    if let Some(url) = &telemetry.traces_endpoint {
+        tracing::info!(endpoint = %url, "exporting traces over OTLP/HTTP");
+    }
+    let result = runtime.block_on(async move {
+        let source = SettingsSource { config_file: config, load: Box::new(load) };
+        let app = Application::build_with_source(settings, mode, Arc::new(SystemClock), source)
+            .map_err(|e| e.to_string())?;
+        app.run_until_signalled().await.map_err(|e| e.to_string())
+    });
+    telemetry.shutdown();
+    result
 }
 
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {

@@ -1,12 +1,13 @@
 //! Settings ▶ a running broker: validate everything once, bind, serve.
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Shared};
 use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
 use crate::config::{check_issuer, ReplayBackend, Settings};
 use crate::crypto::SigningKey;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
+use crate::reload::{Current, ReloadContext, Reloader, Served};
 use crate::replay::{AnyReplayStore, MemoryStore, RedisStore};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -71,36 +72,104 @@ fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
     Ok(())
 }
 
-fn signing_key(settings: &Settings, mode: Mode) -> Result<SigningKey, StartupError> {
-    let s = &settings.signing;
-    match (&s.key_file, mode) {
-        (Some(path), _) => {
-            let pem =
-                std::fs::read(path).map_err(|e| StartupError::Key(format!("{}: {e}", path.display())))?;
-            SigningKey::from_pem(s.alg, &pem, s.kid.as_deref())
-                .map_err(|e| StartupError::Key(format!("{}: {e}", path.display())))
+/// The signing key material: files named in the settings, or (dev mode, none named) one
+/// key generated at start and kept across reloads.
+#[derive(Clone, Debug)]
+pub struct DevKey(Option<crate::crypto::SecretPem>);
+
+impl DevKey {
+    pub fn for_mode(settings: &Settings, mode: Mode) -> Result<DevKey, StartupError> {
+        let s = &settings.signing;
+        if mode == Mode::Dev && s.key_file.is_none() && s.keys.is_empty() {
+            let pair = crate::crypto::generate_key_pair(s.alg, None)
+                .map_err(|e| StartupError::Key(e.to_string()))?;
+            return Ok(DevKey(Some(pair.private_pem)));
         }
-        (None, Mode::Dev) => SigningKey::generate(s.alg).map_err(|e| StartupError::Key(e.to_string())),
-        (None, Mode::Production) => Err(StartupError::Config(
-            "signing.key_file is required (create one with `agent-sts keygen`, or run `serve --dev`)".into(),
-        )),
+        Ok(DevKey(None))
     }
 }
 
-fn additional_public_keys(
-    settings: &Settings,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StartupError> {
-    settings
-        .signing
-        .additional_public_keys
-        .iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| StartupError::Key(format!("{}: {e}", path.display())))?;
-            serde_json::from_str(&text)
-                .map_err(|e| StartupError::Key(format!("{}: not a JWK object: {e}", path.display())))
-        })
-        .collect()
+fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(path).map_err(|e| StartupError::Key(format!("{}: {e}", path.display())))
+}
+
+fn read_jwk_file(path: &std::path::Path) -> Result<serde_json::Map<String, serde_json::Value>, StartupError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| StartupError::Key(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| StartupError::Key(format!("{}: not a JWK object: {e}", path.display())))
+}
+
+/// The token issuer: the active signing key and every published key (rotation: README,
+/// "Signing key rotation").
+pub fn token_issuer(settings: &Settings, issuer: &str, dev: &DevKey) -> Result<TokenIssuer, StartupError> {
+    let s = &settings.signing;
+    let key_err =
+        |p: &std::path::Path, e: crate::crypto::KeyError| StartupError::Key(format!("{}: {e}", p.display()));
+    let (active, published) = if let Some(active_kid) = &s.active {
+        let mut active = None;
+        let mut published = Vec::new();
+        for k in &s.keys {
+            if let Some(path) = &k.key_file {
+                let pem = read_key_file(path)?;
+                let alg = match k.alg {
+                    Some(a) => a,
+                    None => crate::crypto::detect_alg(&pem).ok_or_else(|| {
+                        StartupError::Key(format!(
+                            "{}: not a PEM private key of a supported type",
+                            path.display()
+                        ))
+                    })?,
+                };
+                if &k.kid == active_kid {
+                    active =
+                        Some(SigningKey::from_pem(alg, &pem, Some(&k.kid)).map_err(|e| key_err(path, e))?);
+                } else {
+                    published.push(
+                        crate::crypto::public_jwk_from_pem(alg, &pem, Some(&k.kid))
+                            .map_err(|e| key_err(path, e))?,
+                    );
+                }
+            } else if let Some(path) = &k.public_key_file {
+                let mut jwk = read_jwk_file(path)?;
+                match jwk.get("kid").and_then(|v| v.as_str()) {
+                    Some(kid) if kid != k.kid => {
+                        return Err(StartupError::Key(format!(
+                            "{}: the JWK's kid {kid:?} is not the configured kid {:?}",
+                            path.display(),
+                            k.kid
+                        )))
+                    }
+                    _ => {
+                        jwk.insert("kid".into(), serde_json::Value::String(k.kid.clone()));
+                    }
+                }
+                published.push(jwk);
+            }
+        }
+        let active = active.ok_or_else(|| {
+            StartupError::Config(format!("signing.active {active_kid:?} is not a key_file in signing.keys"))
+        })?;
+        (active, published)
+    } else {
+        let key = match (&s.key_file, &dev.0) {
+            (Some(path), _) => {
+                let pem = read_key_file(path)?;
+                SigningKey::from_pem(s.alg, &pem, s.kid.as_deref()).map_err(|e| key_err(path, e))?
+            }
+            (None, Some(pem)) => SigningKey::from_pem(s.alg, pem.0.as_bytes(), s.kid.as_deref())
+                .map_err(|e| StartupError::Key(e.to_string()))?,
+            (None, None) => {
+                return Err(StartupError::Config(
+                    "signing.key_file (or [[signing.keys]]) is required (create one with `agent-sts keygen`, or run `serve --dev`)".into(),
+                ))
+            }
+        };
+        let published =
+            s.additional_public_keys.iter().map(|p| read_jwk_file(p)).collect::<Result<Vec<_>, _>>()?;
+        (key, published)
+    };
+    TokenIssuer::new(issuer.to_string(), active, published).map_err(|e| StartupError::Key(e.to_string()))
 }
 
 /// Build the broker: policy, signing key, replay store, limits. `issuer` is already checked.
@@ -110,16 +179,48 @@ pub fn build_broker(
     issuer: String,
     clock: SharedClock,
 ) -> Result<Broker, StartupError> {
+    let replay = Arc::new(build_replay(settings, mode, &clock)?);
+    let shared = Arc::new(Shared::new(settings.metrics.enabled));
+    build_snapshot(settings, mode, &issuer, clock, replay, shared, &DevKey::for_mode(settings, mode)?)
+}
+
+/// One policy snapshot: the policy and keys the settings name, over the process's stores.
+/// Start-up and every reload go through here.
+pub fn build_snapshot(
+    settings: &Settings,
+    mode: Mode,
+    issuer: &str,
+    clock: SharedClock,
+    replay: Arc<AnyReplayStore>,
+    shared: Arc<Shared>,
+    dev: &DevKey,
+) -> Result<Broker, StartupError> {
     let policy = load_policy(settings, mode)?;
-    let key = signing_key(settings, mode)?;
-    let tokens = TokenIssuer::new(issuer.clone(), key, additional_public_keys(settings)?)
-        .map_err(|e| StartupError::Key(e.to_string()))?;
+    let tokens = token_issuer(settings, issuer, dev)?;
+    let t = &settings.tokens;
+    Ok(Broker {
+        policy: Arc::new(policy),
+        rules: assertion_rules(issuer, t),
+        lifetimes: Lifetimes { default_secs: t.default_lifetime_secs, max_secs: t.max_lifetime_secs },
+        tokens,
+        replay,
+        clock,
+        shared,
+    })
+}
+
+/// The replay store the settings name (one per process; reloads keep it).
+pub fn build_replay(
+    settings: &Settings,
+    mode: Mode,
+    clock: &SharedClock,
+) -> Result<AnyReplayStore, StartupError> {
     let r = &settings.replay;
     let backend = r.backend.unwrap_or(match mode {
         Mode::Dev => ReplayBackend::Memory,
         Mode::Production => ReplayBackend::Redis,
     });
-    let replay = match backend {
+    Ok(match backend {
         ReplayBackend::Memory => {
             // An entry lives until the assertion's exp (at most max lifetime + skew ahead)
             // plus the skew; a full store refuses (503) rather than forget.
@@ -149,15 +250,6 @@ pub fn build_broker(
             )
             .map_err(|e| StartupError::Config(format!("replay.redis_url: {e}")))?,
         )),
-    };
-    let t = &settings.tokens;
-    Ok(Broker {
-        policy: Arc::new(policy),
-        rules: assertion_rules(&issuer, t),
-        lifetimes: Lifetimes { default_secs: t.default_lifetime_secs, max_secs: t.max_lifetime_secs },
-        tokens,
-        replay,
-        clock,
     })
 }
 
@@ -189,20 +281,54 @@ pub const DEV_WARNING: &str = "\
 
 pub struct Application {
     port: u16,
+    metrics_port: Option<u16>,
     issuer: String,
-    broker: Arc<Broker>,
+    current: Arc<Current>,
+    reloader: Arc<Reloader>,
     server: actix_web::dev::Server,
+    metrics_server: Option<actix_web::dev::Server>,
+}
+
+/// Where a reload reads the settings from: the config file (also watched) and a function
+/// that reads it again with the same command-line overrides.
+pub struct SettingsSource {
+    pub config_file: Option<std::path::PathBuf>,
+    pub load: Box<dyn Fn() -> Result<Settings, String> + Send + Sync>,
+}
+
+impl SettingsSource {
+    /// The same settings every time (tests, embedding): a reload re-reads the policy and key
+    /// files they name.
+    pub fn fixed(settings: &Settings) -> SettingsSource {
+        let s = settings.clone();
+        SettingsSource { config_file: None, load: Box::new(move || Ok(s.clone())) }
+    }
+}
+
+fn bind(addr: &str) -> Result<(TcpListener, std::net::SocketAddr), StartupError> {
+    let listener =
+        TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr: addr.to_string(), source })?;
+    let local =
+        listener.local_addr().map_err(|source| StartupError::Bind { addr: addr.to_string(), source })?;
+    Ok((listener, local))
 }
 
 impl Application {
     /// Validate settings, load policy and keys, bind the listener. Nothing is served until
     /// [`Application::run_until_stopped`].
     pub fn build(settings: Settings, mode: Mode, clock: SharedClock) -> Result<Application, StartupError> {
+        let source = SettingsSource::fixed(&settings);
+        Self::build_with_source(settings, mode, clock, source)
+    }
+
+    pub fn build_with_source(
+        settings: Settings,
+        mode: Mode,
+        clock: SharedClock,
+        source: SettingsSource,
+    ) -> Result<Application, StartupError> {
         let addr = settings.server.listen.clone();
-        let listener =
-            TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
-        let local =
-            listener.local_addr().map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let (listener, local) = bind(&addr)?;
         let issuer = match (&settings.server.issuer, mode) {
             (Some(i), _) => i.clone(),
             (None, Mode::Dev) => format!("http://{local}"),
@@ -219,38 +345,140 @@ impl Application {
                 "DEV MODE: ephemeral signing key, in-memory replay store, example policy; not for production"
             );
         }
-        let broker = Arc::new(build_broker(&settings, mode, issuer.clone(), clock)?);
-        let server = crate::http::server(listener, broker.clone(), &settings)
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let replay = Arc::new(build_replay(&settings, mode, &clock)?);
+        let shared = Arc::new(Shared::new(settings.metrics.enabled));
+        let dev = DevKey::for_mode(&settings, mode)?;
+        let broker =
+            build_snapshot(&settings, mode, &issuer, clock.clone(), replay.clone(), shared.clone(), &dev)?;
+        shared.metrics.policy_loaded(clock.now_ms());
+        let (agents, servers, kid) =
+            (broker.policy.agents.len(), broker.policy.servers.len(), broker.tokens.kid().to_string());
+        let current = Arc::new(Current::from_pointee(Served::new(Arc::new(broker))));
+        let metrics_listener = match (&settings.metrics.listen, settings.metrics.enabled) {
+            (Some(a), true) => Some(bind(a)?),
+            _ => None,
+        };
+        let server = crate::http::server(
+            listener,
+            current.clone(),
+            shared.clone(),
+            &settings,
+            settings.metrics.enabled && metrics_listener.is_none(),
+        )
+        .map_err(|source| StartupError::Bind { addr: addr.clone(), source })?;
+        let (metrics_server, metrics_port) = match metrics_listener {
+            Some((l, local)) => (
+                Some(
+                    crate::http::metrics_server(l, shared.clone(), &settings)
+                        .map_err(|source| StartupError::Bind { addr: local.to_string(), source })?,
+                ),
+                Some(local.port()),
+            ),
+            None => (None, None),
+        };
         tracing::info!(
             %issuer,
             listen = %local,
-            replay = broker.replay.kind(),
-            agents = broker.policy.agents.len(),
-            servers = broker.policy.servers.len(),
+            metrics = ?metrics_port,
+            replay = replay.kind(),
+            agents,
+            servers,
+            signing_kid = %kid,
             "agent-sts ready to serve"
         );
-        Ok(Application { port: local.port(), issuer, broker, server })
+        let ctx = ReloadContext {
+            config_file: source.config_file,
+            mode,
+            issuer: issuer.clone(),
+            clock,
+            replay,
+            shared,
+            dev,
+        };
+        let reloader = Arc::new(Reloader::new(ctx, source.load, settings, current.clone()));
+        Ok(Application {
+            port: local.port(),
+            metrics_port,
+            issuer,
+            current,
+            reloader,
+            server,
+            metrics_server,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// The metrics listener's port, when `metrics.listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
+    /// The snapshot serving now.
     pub fn broker(&self) -> Arc<Broker> {
-        self.broker.clone()
+        self.current.load().broker.clone()
     }
 
-    /// A handle that stops the server.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// A handle that stops the public listener (and, through [`Application::run_until_stopped`],
+    /// the metrics listener after it).
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
 
+    /// Serve until the public listener stops; then stop the metrics listener.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let metrics = self.metrics_server.as_ref().map(|m| m.handle());
+        let metrics_task = self.metrics_server.map(tokio::spawn);
+        let result = self.server.await;
+        if let Some(h) = metrics {
+            h.stop(true).await;
+        }
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        result
+    }
+
+    /// Serve, with the process's signals: SIGTERM and SIGINT stop accepting and let
+    /// in-flight requests finish (within `server.shutdown_timeout_secs`), then return; SIGHUP
+    /// reloads the policy and keys. The policy files are also polled for changes.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let handle = self.server.handle();
+        let reloader = self.reloader.clone();
+        let watcher = crate::reload::watch(reloader.clone());
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => {
+                        let r = reloader.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await;
+                        continue;
+                    }
+                };
+                tracing::info!(signal = name, "stopping: no new connections; in-flight requests finish");
+                handle.stop(true).await;
+                break;
+            }
+        });
+        let result = self.run_until_stopped().await;
+        watcher.stop();
+        tracing::info!("agent-sts stopped");
+        result
     }
 }

@@ -10,7 +10,7 @@ pub(crate) async fn healthz() -> HttpResponse {
 
 /// Ready: the replay store answers, so a token could be issued now.
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.broker.ready().await {
+    if state.broker().ready().await {
         HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ready"}"#)
     } else {
         HttpResponse::ServiceUnavailable()

@@ -44,11 +44,11 @@ fn json(body: &web::Bytes, cache: &'static str) -> HttpResponse {
 }
 
 pub(crate) async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    json(&state.metadata, "public, max-age=300")
+    json(&state.current.load().metadata, "public, max-age=300")
 }
 
 pub(crate) async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    json(&state.jwks, "public, max-age=300")
+    json(&state.current.load().jwks, "public, max-age=300")
 }
 
 /// There is no interactive authorization here. RFC 6749 §4.1.2.1: with no registered
