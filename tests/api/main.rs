@@ -3,10 +3,14 @@
 mod assertion_checks;
 mod cli;
 mod client_credentials;
+mod deploy;
 mod discovery;
 mod helpers;
 mod jwt_bearer;
+mod metrics;
+mod process;
 mod redis_outage;
+mod reload;
 mod replay;
 mod request_form;
 mod strict_jose;
