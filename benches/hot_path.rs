@@ -61,7 +61,10 @@ fn fixture() -> Fixture {
     let key = SigningKey::from_pem(Alg::ES256, pair.private_pem.0.as_bytes(), None).expect("load broker key");
     let tokens = TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer");
     let clock: SharedClock = Arc::new(SystemClock);
+    let issuers = agent_sts::issuers::Issuers::new(&Default::default(), clock.clone(), &policy.issuers)
+        .expect("trusted issuers");
     let broker = Broker {
+        issuers: Arc::new(issuers),
         policy: Arc::new(policy),
         tokens,
         // Capacity well above what a run spends: a full store would refuse (503).

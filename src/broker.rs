@@ -1,8 +1,9 @@
 //! The broker: one token request in, one token (or one OAuth error) out. No HTTP here; the
 //! handler in `http/` and the in-process benchmarks both call [`Broker::exchange`].
 
-use crate::client_auth::{self, AssertionRules, Role, VerifiedAssertion};
+use crate::client_auth::{self, AssertionRules, IssuedRules, IssuedToken, Role, TypRule, VerifiedAssertion};
 use crate::clock::SharedClock;
+use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
 use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
@@ -18,6 +19,9 @@ pub struct Broker {
     pub policy: Arc<Policy>,
     pub tokens: TokenIssuer,
     pub replay: Arc<AnyReplayStore>,
+    /// Trusted issuers' keys (`[[issuer]]`), fetched and cached; one registry per process,
+    /// reconciled with each reloaded policy.
+    pub issuers: Arc<Issuers>,
     pub clock: SharedClock,
     pub rules: AssertionRules,
     pub lifetimes: Lifetimes,
@@ -64,6 +68,10 @@ pub struct Issued {
     pub sub: String,
     pub aud: String,
     pub jti: String,
+    /// The trusted issuer (policy id) whose token was presented, if any.
+    pub issuer: Option<String>,
+    /// The federation or delegation rule that mapped it.
+    pub rule: Option<String>,
     /// The server's policy id, the token's `exp` and `act`.
     pub server: String,
     pub exp: i64,
@@ -81,6 +89,9 @@ pub(crate) struct ExchangeContext<'p> {
     pub ceiling_exp: Option<i64>,
     /// `issued_token_type` (RFC 8693 §2.2.1), for exchanges only.
     pub issued_token_type: Option<&'static str>,
+    /// For the audit event: the trusted issuer (policy id) and the rule that mapped its token.
+    pub issuer: Option<String>,
+    pub rule: Option<String>,
 }
 
 impl Broker {
@@ -127,6 +138,29 @@ impl Broker {
         Ok(verified)
     }
 
+    /// Verify a trusted issuer's token in the given role (single-use issuers: spent here).
+    pub(crate) async fn verify_issued(
+        &self,
+        raw: &str,
+        typ: TypRule,
+        role: Role,
+        now: i64,
+    ) -> Result<IssuedToken<'_>, OAuthError> {
+        let rules = IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew };
+        let store = Instrumented { store: &self.replay, metrics: &self.shared.metrics };
+        let span = tracing::info_span!(target: SPAN_TARGET, "issued_token.verify", role = role.parameter());
+        client_auth::verify_issued(raw, &self.policy, &self.issuers, &rules, &store, now)
+            .instrument(span)
+            .await
+            .map_err(|e| {
+                if matches!(e, client_auth::AuthError::Replayed) {
+                    self.shared.metrics.replay_refused();
+                }
+                tracing::debug!(role = role.parameter(), reason = %e, "trusted issuer's token refused");
+                e.to_oauth(role)
+            })
+    }
+
     /// Client authentication (RFC 7523 §2.2), when the request carries a client assertion.
     pub(crate) async fn authenticate_client(
         &self,
@@ -159,7 +193,12 @@ impl Broker {
             .map_err(|d| d.to_oauth())?;
         audit::note(|t| {
             t.server = Some(permit.server.id.clone());
-            t.rule = Some(format!("agent:{}/allow:{}", ctx.agent.id, permit.server.id));
+            // A federation or delegation rule when one mapped the token, else the agent's
+            // allowance for the server.
+            t.rule = Some(match &ctx.rule {
+                Some(r) => r.clone(),
+                None => format!("agent:{}/allow:{}", ctx.agent.id, permit.server.id),
+            });
         });
         let lifetime = i64::try_from(permit.lifetime_secs).unwrap_or(i64::MAX);
         let exp =
@@ -197,6 +236,8 @@ impl Broker {
             sub: ctx.sub,
             aud: permit.server.resource.clone(),
             jti: minted.jti,
+            issuer: ctx.issuer,
+            rule: ctx.rule,
             server: permit.server.id.clone(),
             exp,
             act: ctx.act,

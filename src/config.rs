@@ -24,6 +24,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     #[serde(default)]
     pub otel: OtelSettings,
+    #[serde(default)]
+    pub issuers: IssuerFetchSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +230,75 @@ impl Default for OtelSettings {
     }
 }
 
+/// How trusted issuers' keys are fetched (`[issuers]`; the issuers themselves are in the
+/// policy, `[[issuer]]`). See `src/issuers/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuerFetchSettings {
+    /// Bound on one fetch (connect, TLS, headers and body; discovery and JWKS together).
+    pub fetch_timeout_ms: u64,
+    /// Largest accepted JWKS or discovery document; enforced while the body streams in.
+    pub max_jwks_bytes: usize,
+    /// Bounds on the refresh interval a `Cache-Control: max-age` may set.
+    pub min_refresh_secs: u64,
+    pub max_refresh_secs: u64,
+    /// Refresh interval when the response has no usable `max-age`.
+    pub default_refresh_secs: u64,
+    /// At most one refetch per issuer in this many seconds when a token names an unknown `kid`.
+    pub unknown_kid_refetch_secs: u64,
+    /// Back-off after a failed fetch: starts here, doubles (with jitter) up to `retry_max_secs`.
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    /// Extra trusted root certificates (PEM), for issuers behind a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for IssuerFetchSettings {
+    fn default() -> Self {
+        IssuerFetchSettings {
+            fetch_timeout_ms: 5000,
+            max_jwks_bytes: 256 * 1024,
+            min_refresh_secs: 60,
+            max_refresh_secs: 24 * 3600,
+            default_refresh_secs: 300,
+            unknown_kid_refetch_secs: 30,
+            retry_initial_ms: 1000,
+            retry_max_secs: 300,
+            ca_file: None,
+        }
+    }
+}
+
+impl IssuerFetchSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(format!("issuers.{m}")));
+        if !(1..=60_000).contains(&self.fetch_timeout_ms) {
+            return bad("fetch_timeout_ms must be between 1 and 60000");
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_jwks_bytes) {
+            return bad("max_jwks_bytes must be between 1024 and 16777216");
+        }
+        if self.min_refresh_secs == 0
+            || self.min_refresh_secs > self.default_refresh_secs
+            || self.default_refresh_secs > self.max_refresh_secs
+        {
+            return bad("refresh: need 1 <= min_refresh_secs <= default_refresh_secs <= max_refresh_secs");
+        }
+        if self.unknown_kid_refetch_secs == 0 {
+            return bad("unknown_kid_refetch_secs must be at least 1");
+        }
+        if self.retry_initial_ms == 0 || self.retry_max_secs == 0 {
+            return bad("retry_initial_ms and retry_max_secs must be at least 1");
+        }
+        if let Some(f) = &self.ca_file {
+            if !f.is_file() {
+                return Err(ConfigError(format!("issuers.ca_file {}: no such file", f.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
@@ -324,6 +395,7 @@ impl Settings {
         if let Some(issuer) = &self.server.issuer {
             check_issuer(issuer)?;
         }
+        self.issuers.check()?;
         Ok(())
     }
 }
@@ -383,6 +455,24 @@ mod tests {
         assert!(Settings::load_from(Some(&f), env(&[])).is_err());
         assert!(Settings::load_from(None, env(&[("AGENT_STS__SERVER__PORT", "1")])).is_err());
         assert!(Settings::load_from(None, env(&[("AGENT_STS__NOPE__X", "1")])).is_err());
+    }
+
+    #[test]
+    fn issuers_section_is_checked() {
+        let s = Settings::load_from(None, env(&[("AGENT_STS__ISSUERS__FETCH_TIMEOUT_MS", "750")]))
+            .expect("valid");
+        assert_eq!(s.issuers.fetch_timeout_ms, 750);
+        assert_eq!(s.issuers.max_jwks_bytes, 256 * 1024);
+        for (k, v) in [
+            ("AGENT_STS__ISSUERS__FETCH_TIMEOUT_MS", "0"),
+            ("AGENT_STS__ISSUERS__MAX_JWKS_BYTES", "10"),
+            ("AGENT_STS__ISSUERS__MIN_REFRESH_SECS", "600"),
+            ("AGENT_STS__ISSUERS__UNKNOWN_KID_REFETCH_SECS", "0"),
+            ("AGENT_STS__ISSUERS__CA_FILE", "/nonexistent/ca.pem"),
+            ("AGENT_STS__ISSUERS__JWKS_URL", "x"),
+        ] {
+            assert!(Settings::load_from(None, env(&[(k, v)])).is_err(), "{k}={v} must be refused");
+        }
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn jwt_errors() -> Vec<JwtError> {
         JwtError::NoIssuer,
         JwtError::UnknownAgent,
         JwtError::UnknownIssuer,
+        JwtError::KeysUnavailable,
         JwtError::Disabled,
         JwtError::ClientIdMismatch,
         JwtError::Key(KeySelectError::UnknownKid),
@@ -92,6 +93,7 @@ fn jwt_errors() -> Vec<JwtError> {
             | JwtError::NoIssuer
             | JwtError::UnknownAgent
             | JwtError::UnknownIssuer
+            | JwtError::KeysUnavailable
             | JwtError::Disabled
             | JwtError::ClientIdMismatch
             | JwtError::Key(_)

@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 mod grants;
 pub mod http;
+pub mod issuers;
 pub mod mint;
 pub mod ops;
 pub mod policy;

@@ -95,8 +95,46 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate a policy file or directory and print a summary.
+    /// Validate a policy file or directory and print a summary (with warnings about
+    /// federation rules that can both match one token).
     Check { path: PathBuf },
+    /// Decide a hypothetical request, as the broker would once its JWTs verified, and say why.
+    Explain {
+        /// The policy file or directory.
+        #[arg(long)]
+        policy: PathBuf,
+        /// An agent authenticating as itself.
+        #[arg(long, conflicts_with_all = ["issuer", "claims"])]
+        agent: Option<String>,
+        /// A trusted issuer (its [[issuer]] id or exact iss) whose token is presented ...
+        #[arg(long, requires = "claims")]
+        issuer: Option<String>,
+        /// ... with these claims (a JSON file; the issuer defaults to its iss).
+        #[arg(long)]
+        claims: Option<PathBuf>,
+        /// The MCP server: its id or resource URI.
+        #[arg(long)]
+        server: String,
+        /// The requested scope (space-separated); default: the default scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// client_credentials, jwt-bearer or token-exchange (decides the error code).
+        #[arg(long)]
+        grant: Option<String>,
+        /// The broker's configuration, for token lifetimes (default: the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a file of cases (hypothetical requests with expected outcomes); exit 1 on any
+    /// mismatch, printing each.
+    Test {
+        #[arg(long)]
+        policy: PathBuf,
+        /// The cases file (TOML, [[case]] tables).
+        cases: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +148,14 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.to_string()),
         },
+        Command::Policy {
+            command: PolicyCommand::Explain { policy, agent, issuer, claims, server, scope, grant, config },
+        } => {
+            policy_explain(&policy, agent, issuer, claims.as_deref(), server, scope, grant, config.as_deref())
+        }
+        Command::Policy { command: PolicyCommand::Test { policy, cases, config } } => {
+            policy_test(&policy, &cases, config.as_deref())
+        }
         Command::Keygen { out, alg, kid, force } => keygen(&out, alg, kid.as_deref(), force),
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
@@ -167,6 +213,80 @@ fn serve(
     });
     telemetry.shutdown();
     result
+}
+
+fn lifetimes(config: Option<&std::path::Path>) -> Result<agent_sts::policy::Lifetimes, String> {
+    let s = Settings::load(config).map_err(|e| e.to_string())?;
+    Ok(agent_sts::policy::Lifetimes {
+        default_secs: s.tokens.default_lifetime_secs,
+        max_secs: s.tokens.max_lifetime_secs,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn policy_explain(
+    policy: &std::path::Path,
+    agent: Option<String>,
+    issuer: Option<String>,
+    claims: Option<&std::path::Path>,
+    server: String,
+    scope: Option<String>,
+    grant: Option<String>,
+    config: Option<&std::path::Path>,
+) -> Result<(), String> {
+    use agent_sts::policy::explain::{explain, Hypothetical, Via, Who};
+    let lifetimes = lifetimes(config)?;
+    let policy = Policy::load(policy).map_err(|e| e.to_string())?;
+    let who = match (agent, claims) {
+        (Some(id), None) => Who::Agent { id },
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a JSON object: {e}", path.display()))?;
+            let issuer = match issuer.or_else(|| claims.get("iss").and_then(|v| v.as_str()).map(String::from))
+            {
+                Some(i) => i,
+                None => return Err("--issuer is required when the claims have no iss".into()),
+            };
+            Who::Federated { issuer, claims }
+        }
+        _ => return Err("name who asks: --agent ID, or --claims FILE [--issuer ID]".into()),
+    };
+    let via = match grant.as_deref() {
+        None => None,
+        Some(g) => Some(Via::parse(g).ok_or_else(|| format!("--grant: unknown grant '{g}'"))?),
+    };
+    print!("{}", explain(&policy, &Hypothetical { who, via, server, scope }, lifetimes));
+    Ok(())
+}
+
+fn policy_test(
+    policy: &std::path::Path,
+    cases: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let lifetimes = lifetimes(config)?;
+    let policy = Policy::load(policy).map_err(|e| e.to_string())?;
+    let results = agent_sts::policy::cases::run_cases(&policy, cases, lifetimes)?;
+    let failed = results.iter().filter(|r| !r.mismatches.is_empty()).count();
+    for r in &results {
+        if r.mismatches.is_empty() {
+            println!("ok    {}", r.name);
+        } else {
+            println!("FAIL  {}", r.name);
+            for m in &r.mismatches {
+                println!("      {m}");
+            }
+            for line in r.explanation.to_string().lines() {
+                println!("      | {line}");
+            }
+        }
+    }
+    println!("{} case(s), {} passed, {failed} failed", results.len(), results.len() - failed);
+    if failed > 0 {
+        return Err(format!("{failed} case(s) did not match their expected outcome"));
+    }
+    Ok(())
 }
 
 fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Result<(), String> {

@@ -30,11 +30,8 @@ impl Served {
 /// The slot every handler reads.
 pub type Current = ArcSwap<Served>;
 
-use crate::broker::Shared;
-use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::replay::AnyReplayStore;
-use crate::startup::{build_snapshot, DevKey, Mode};
+use crate::startup::{build_snapshot, Mode, ProcessParts};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -47,10 +44,7 @@ pub struct Reloader {
     config_file: Option<PathBuf>,
     mode: Mode,
     issuer: String,
-    clock: SharedClock,
-    replay: Arc<AnyReplayStore>,
-    shared: Arc<Shared>,
-    dev: DevKey,
+    parts: ProcessParts,
     current: Arc<Current>,
     /// One reload at a time; holds the settings of the snapshot now serving.
     serving: Mutex<Settings>,
@@ -61,10 +55,7 @@ pub struct ReloadContext {
     pub config_file: Option<PathBuf>,
     pub mode: Mode,
     pub issuer: String,
-    pub clock: SharedClock,
-    pub replay: Arc<AnyReplayStore>,
-    pub shared: Arc<Shared>,
-    pub dev: DevKey,
+    pub parts: ProcessParts,
 }
 
 impl Reloader {
@@ -79,10 +70,7 @@ impl Reloader {
             config_file: ctx.config_file,
             mode: ctx.mode,
             issuer: ctx.issuer,
-            clock: ctx.clock,
-            replay: ctx.replay,
-            shared: ctx.shared,
-            dev: ctx.dev,
+            parts: ctx.parts,
             current,
             serving: Mutex::new(settings),
         }
@@ -92,19 +80,11 @@ impl Reloader {
     /// parsing; call it off the request threads.
     pub fn reload(&self, why: &str) -> Result<(), String> {
         let mut serving = self.serving.lock().map_err(|_| "reload lock poisoned".to_string())?;
-        let now_ms = self.clock.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         let result = (self.source)().and_then(|settings| {
-            build_snapshot(
-                &settings,
-                self.mode,
-                &self.issuer,
-                self.clock.clone(),
-                self.replay.clone(),
-                self.shared.clone(),
-                &self.dev,
-            )
-            .map(|b| (settings, b))
-            .map_err(|e| e.to_string())
+            build_snapshot(&settings, self.mode, &self.issuer, &self.parts)
+                .map(|b| (settings, b))
+                .map_err(|e| e.to_string())
         });
         match result {
             Ok((settings, broker)) => {
@@ -115,12 +95,12 @@ impl Reloader {
                 let kid = broker.tokens.kid().to_string();
                 self.current.store(Arc::new(Served::new(Arc::new(broker))));
                 *serving = settings;
-                self.shared.metrics.policy_reload(true, now_ms);
+                self.parts.shared.metrics.policy_reload(true, now_ms);
                 tracing::info!(reason = why, agents, servers, signing_kid = %kid, "policy and keys reloaded");
                 Ok(())
             }
             Err(e) => {
-                self.shared.metrics.policy_reload(false, now_ms);
+                self.parts.shared.metrics.policy_reload(false, now_ms);
                 tracing::error!(reason = why, error = %e, "reload refused; the previous policy and keys keep serving");
                 Err(e)
             }

@@ -5,6 +5,7 @@ use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
 use crate::config::{check_issuer, ReplayBackend, Settings};
 use crate::crypto::SigningKey;
+use crate::issuers::Issuers;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
 use crate::reload::{Current, ReloadContext, Reloader, Served};
@@ -179,33 +180,72 @@ pub fn build_broker(
     issuer: String,
     clock: SharedClock,
 ) -> Result<Broker, StartupError> {
-    let replay = Arc::new(build_replay(settings, mode, &clock)?);
-    let shared = Arc::new(Shared::new(settings.metrics.enabled));
-    build_snapshot(settings, mode, &issuer, clock, replay, shared, &DevKey::for_mode(settings, mode)?)
+    let parts = ProcessParts::new(settings, mode, clock)?;
+    build_snapshot(settings, mode, &issuer, &parts)
 }
 
-/// One policy snapshot: the policy and keys the settings name, over the process's stores.
-/// Start-up and every reload go through here.
+/// What one process builds once and every policy snapshot shares: the stores, the trusted
+/// issuers' key registry, the metrics, the dev-mode key.
+#[derive(Clone)]
+pub struct ProcessParts {
+    pub clock: SharedClock,
+    pub replay: Arc<AnyReplayStore>,
+    pub shared: Arc<Shared>,
+    pub issuers: Arc<Issuers>,
+    pub dev: DevKey,
+}
+
+impl ProcessParts {
+    pub fn new(settings: &Settings, mode: Mode, clock: SharedClock) -> Result<ProcessParts, StartupError> {
+        let replay = Arc::new(build_replay(settings, mode, &clock)?);
+        let issuers = Issuers::new(&settings.issuers, clock.clone(), &[])
+            .map_err(|e| StartupError::Config(format!("trusted issuers: {e}")))?;
+        let shared = Arc::new(Shared::new(settings.metrics.enabled));
+        let observer = shared.clone();
+        issuers.observe_fetches(move |ok| observer.metrics.issuer_key_fetch(ok));
+        Ok(ProcessParts {
+            replay,
+            shared,
+            issuers: Arc::new(issuers),
+            dev: DevKey::for_mode(settings, mode)?,
+            clock,
+        })
+    }
+}
+
+/// One policy snapshot: the policy and keys the settings name, over the process's parts.
+/// Start-up and every reload go through here; the trusted issuers' registry adopts the
+/// policy's issuers last, once everything else is valid.
 pub fn build_snapshot(
     settings: &Settings,
     mode: Mode,
     issuer: &str,
-    clock: SharedClock,
-    replay: Arc<AnyReplayStore>,
-    shared: Arc<Shared>,
-    dev: &DevKey,
+    parts: &ProcessParts,
 ) -> Result<Broker, StartupError> {
     let policy = load_policy(settings, mode)?;
-    let tokens = token_issuer(settings, issuer, dev)?;
+    let tokens = token_issuer(settings, issuer, &parts.dev)?;
+    for i in policy.issuers.iter().filter(|i| !i.single_use) {
+        tracing::warn!(
+            issuer = %i.id,
+            iss = %i.issuer,
+            "issuer '{}' has single_use = false: its tokens are reused by design (e.g. Kubernetes service-account tokens) and are not spent in the replay store; each can be exchanged again until it expires",
+            i.id
+        );
+    }
+    parts
+        .issuers
+        .reconcile(&policy.issuers)
+        .map_err(|e| StartupError::Config(format!("trusted issuers: {e}")))?;
     let t = &settings.tokens;
     Ok(Broker {
         policy: Arc::new(policy),
         rules: assertion_rules(issuer, t),
         lifetimes: Lifetimes { default_secs: t.default_lifetime_secs, max_secs: t.max_lifetime_secs },
         tokens,
-        replay,
-        clock,
-        shared,
+        replay: parts.replay.clone(),
+        issuers: parts.issuers.clone(),
+        clock: parts.clock.clone(),
+        shared: parts.shared.clone(),
     })
 }
 
@@ -345,14 +385,17 @@ impl Application {
                 "DEV MODE: ephemeral signing key, in-memory replay store, example policy; not for production"
             );
         }
-        let replay = Arc::new(build_replay(&settings, mode, &clock)?);
-        let shared = Arc::new(Shared::new(settings.metrics.enabled));
-        let dev = DevKey::for_mode(&settings, mode)?;
-        let broker =
-            build_snapshot(&settings, mode, &issuer, clock.clone(), replay.clone(), shared.clone(), &dev)?;
+        let parts = ProcessParts::new(&settings, mode, clock.clone())?;
+        let shared = parts.shared.clone();
+        let broker = build_snapshot(&settings, mode, &issuer, &parts)?;
+        // Fetch trusted issuers' keys in the background; an issuer that is down does not
+        // hold up the start (its tokens get 503 until its keys are known). Issuers added by
+        // a reload start on the same runtime.
+        parts.issuers.start().map_err(StartupError::Config)?;
         shared.metrics.policy_loaded(clock.now_ms());
         let (agents, servers, kid) =
             (broker.policy.agents.len(), broker.policy.servers.len(), broker.tokens.kid().to_string());
+        let broker_replay_kind = broker.replay.kind();
         let current = Arc::new(Current::from_pointee(Served::new(Arc::new(broker))));
         let metrics_listener = match (&settings.metrics.listen, settings.metrics.enabled) {
             (Some(a), true) => Some(bind(a)?),
@@ -380,21 +423,13 @@ impl Application {
             %issuer,
             listen = %local,
             metrics = ?metrics_port,
-            replay = replay.kind(),
+            replay = broker_replay_kind,
             agents,
             servers,
             signing_kid = %kid,
             "agent-sts ready to serve"
         );
-        let ctx = ReloadContext {
-            config_file: source.config_file,
-            mode,
-            issuer: issuer.clone(),
-            clock,
-            replay,
-            shared,
-            dev,
-        };
+        let ctx = ReloadContext { config_file: source.config_file, mode, issuer: issuer.clone(), parts };
         let reloader = Arc::new(Reloader::new(ctx, source.load, settings, current.clone()));
         Ok(Application {
             port: local.port(),

@@ -50,6 +50,9 @@ impl TypRule {
     /// Tokens of trusted issuers presented as a platform or subject token: absent, `JWT`, or
     /// `at+jwt` (an IdP's RFC 9068 access token). Never an assertion's or an ID-JAG's type.
     pub const ISSUED_TOKEN: TypRule = TypRule { absent_ok: true, accepted: &["jwt", "at+jwt"] };
+    /// An OpenID Connect ID token presented as `subject_token` (`...:token-type:id_token`):
+    /// absent or `JWT`.
+    pub const ID_TOKEN: TypRule = TypRule { absent_ok: true, accepted: &["jwt"] };
     /// Identity Assertion JWT Authorization Grants: `oauth-id-jag+jwt`, required.
     pub const ID_JAG: TypRule = TypRule { absent_ok: false, accepted: &["oauth-id-jag+jwt"] };
 
@@ -99,10 +102,12 @@ pub enum JwtError {
     Claims(#[from] ClaimError),
     #[error("has no iss")]
     NoIssuer,
-    #[error("iss is not a registered agent")]
+    #[error("iss is not a registered agent or a trusted issuer")]
     UnknownAgent,
     #[error("iss is not a trusted issuer")]
     UnknownIssuer,
+    #[error("the issuer's keys are not available yet; retry shortly")]
+    KeysUnavailable,
     #[error("the agent is disabled")]
     Disabled,
     #[error("client_id does not match the assertion's iss")]
@@ -157,7 +162,17 @@ pub fn check<T, K: Deref<Target = VerifyingKey>>(
     resolve: impl FnOnce(&JoseHeader, &Claims) -> Result<(T, K), JwtError>,
 ) -> Result<Checked<T>, JwtError> {
     // 1.
-    let jws = CompactJws::parse(raw, MAX_TOKEN_LEN)?;
+    check_parsed(CompactJws::parse(raw, MAX_TOKEN_LEN)?, expect, now, resolve)
+}
+
+/// Steps 2-6, for a JWS already parsed by step 1 (when the caller needed to see its `iss`
+/// to choose the expectations).
+pub fn check_parsed<T, K: Deref<Target = VerifyingKey>>(
+    jws: CompactJws<'_>,
+    expect: &Expect<'_>,
+    now: i64,
+    resolve: impl FnOnce(&JoseHeader, &Claims) -> Result<(T, K), JwtError>,
+) -> Result<Checked<T>, JwtError> {
     // 2.
     if !expect.typ.admits(&jws.header) {
         return Err(match &jws.header.typ {

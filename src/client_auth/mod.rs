@@ -8,8 +8,10 @@
 //! code differs ([`Role`]).
 
 pub mod checklist;
+mod issued;
 
-pub use checklist::{check, Checked, Expect, JwtError, Skew, TypRule};
+pub use checklist::{check, check_parsed, Checked, Expect, JwtError, Skew, TypRule};
+pub use issued::{names_trusted_issuer, verify_issued, IssuedRules, IssuedToken};
 
 use crate::crypto::VerifyingKey;
 use crate::policy::{Agent, Policy};
@@ -31,6 +33,20 @@ pub enum Role {
 }
 
 impl Role {
+    /// The refusal of a JWT presented in this role, for `reason`: `invalid_client` for client
+    /// authentication, `invalid_grant` for the jwt-bearer grant, `invalid_request` in a token
+    /// exchange (RFC 8693 section 2.2.2); the description names the parameter.
+    pub fn refuse(self, reason: impl std::fmt::Display) -> OAuthError {
+        let description = format!("{}: {reason}", self.parameter());
+        match self {
+            Role::ClientAuth => {
+                OAuthError::invalid_client(format!("client authentication failed: {description}"))
+            }
+            Role::Grant => OAuthError::invalid_grant(description),
+            Role::SubjectToken | Role::ActorToken => OAuthError::invalid_request(description),
+        }
+    }
+
     pub fn parameter(self) -> &'static str {
         match self {
             Role::ClientAuth => "client_assertion",
@@ -54,8 +70,17 @@ pub enum AuthError {
 
 impl AuthError {
     pub fn to_oauth(&self, role: Role) -> OAuthError {
-        if let AuthError::Store(_) = self {
-            return OAuthError::unavailable("the replay store is unavailable; retry shortly");
+        match self {
+            AuthError::Store(_) => {
+                return OAuthError::unavailable("the replay store is unavailable; retry shortly")
+            }
+            AuthError::Jwt(JwtError::KeysUnavailable) => {
+                return OAuthError::unavailable(format!(
+                    "{}: the keys of its issuer are not available yet (fail closed); retry shortly",
+                    role.parameter()
+                ))
+            }
+            _ => {}
         }
         let description = format!("{}: {self}", role.parameter());
         match role {

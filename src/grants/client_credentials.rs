@@ -22,5 +22,7 @@ pub(crate) async fn client_credentials<'b>(
         ceiling_scopes: None,
         ceiling_exp: None,
         issued_token_type: None,
+        issuer: None,
+        rule: None,
     })
 }

@@ -2,9 +2,11 @@
 //! returns the [`ExchangeContext`](crate::broker::ExchangeContext) for the policy and mint.
 
 mod client_credentials;
+mod federated;
 mod jwt_bearer;
 mod token_exchange;
 
 pub(crate) use client_credentials::client_credentials;
+pub(crate) use federated::federated;
 pub(crate) use jwt_bearer::jwt_bearer;
 pub(crate) use token_exchange::token_exchange;

@@ -12,7 +12,7 @@
 //! `invalid_request`.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::Role;
+use crate::client_auth::{Role, TypRule};
 use crate::crypto::CompactJws;
 use crate::mint::{Act, MAX_ACT_DEPTH};
 use crate::policy::Agent;
@@ -60,12 +60,20 @@ pub(crate) async fn token_exchange<'b>(
         (c, a) => c.or(a),
     };
 
-    match subject.token_type {
-        TokenType::AccessToken => exchange_own_token(broker, &subject.token, actor, now),
-        TokenType::Jwt if is_access_token(&subject.token) => {
+    // Which kind of subject: by its (not yet verified) iss, which each path then checks.
+    let (jwt, trusted_typ) = (TokenType::Jwt, TypRule::ISSUED_TOKEN);
+    match (subject_kind(broker, &subject.token), subject.token_type) {
+        (Subject::Ours, TokenType::AccessToken | TokenType::Jwt) | (Subject::Unparsed, TokenType::AccessToken) => {
             exchange_own_token(broker, &subject.token, actor, now)
         }
-        TokenType::Jwt => {
+        (Subject::Trusted, TokenType::Jwt | TokenType::IdToken) if actor.is_none() => {
+            let typ = if subject.token_type == jwt { trusted_typ } else { TypRule::ID_TOKEN };
+            crate::grants::federated(broker, None, &subject.token, Role::SubjectToken, typ, Some(ISSUED), now).await
+        }
+        (Subject::Trusted, _) if actor.is_some() => Err(OAuthError::invalid_request(
+            "subject_token: a trusted issuer's token with an actor is an on-behalf-of exchange, which needs a [[delegation]] rule; none applies",
+        )),
+        (Subject::Agent | Subject::Unparsed, TokenType::Jwt) => {
             let a = ClientAssertion(subject.token.clone());
             let subject_agent = broker.verify_assertion(&a, None, Role::SubjectToken, now).await?.agent;
             if actor.is_some_and(|act| act.id != subject_agent.id) {
@@ -80,19 +88,57 @@ pub(crate) async fn token_exchange<'b>(
                 ceiling_scopes: None,
                 ceiling_exp: None,
                 issued_token_type: Some(ISSUED),
+                issuer: None,
+                rule: None,
             })
         }
-        _ => Err(OAuthError::invalid_request(
-            "subject_token_type must be access_token (a token of this broker) or jwt (an agent assertion)",
+        (Subject::Unknown, _) => Err(OAuthError::invalid_request(
+            "subject_token: iss is not this broker, a trusted issuer, or a registered agent",
         )),
+        (kind, ty) => Err(OAuthError::invalid_request(format!(
+            "subject_token_type {} does not fit a subject_token from {}",
+            ty.urn(),
+            kind.describe()
+        ))),
     }
 }
 
-/// Whether the header says `typ: at+jwt` (RFC 9068 §2.1): our access tokens, not assertions.
-fn is_access_token(raw: &str) -> bool {
-    CompactJws::parse(raw, MAX_TOKEN_LEN)
-        .map(|j| j.header.typ.is_some_and(|t| t.is("at+jwt")))
-        .unwrap_or(false)
+/// Where a subject token comes from, by its unverified `iss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// This broker (one of our access tokens).
+    Ours,
+    /// A trusted `[[issuer]]` (a platform's or an identity provider's token).
+    Trusted,
+    /// A registered agent (its own assertion).
+    Agent,
+    Unknown,
+    /// Not a JWT we can read: the path its declared type leads to reports why.
+    Unparsed,
+}
+
+impl Subject {
+    fn describe(self) -> &'static str {
+        match self {
+            Subject::Ours => "this broker (use access_token or jwt)",
+            Subject::Trusted => "a trusted issuer (use jwt or id_token, or access_token with an actor)",
+            Subject::Agent => "an agent (use jwt)",
+            Subject::Unknown => "an unknown issuer",
+            Subject::Unparsed => "nowhere readable",
+        }
+    }
+}
+
+fn subject_kind(broker: &Broker, raw: &str) -> Subject {
+    let Ok(jws) = CompactJws::parse(raw, MAX_TOKEN_LEN) else {
+        return Subject::Unparsed;
+    };
+    match jws.payload.get("iss").and_then(|v| v.as_str()) {
+        Some(iss) if iss == broker.tokens.issuer() => Subject::Ours,
+        Some(iss) if broker.policy.issuer_by_iss(iss).is_some() => Subject::Trusted,
+        Some(iss) if broker.policy.agent(iss).is_none() => Subject::Unknown,
+        _ => Subject::Agent,
+    }
 }
 
 fn exchange_own_token<'b>(
@@ -133,5 +179,7 @@ fn exchange_own_token<'b>(
         ceiling_scopes: Some(ceiling),
         ceiling_exp: Some(claims.exp),
         issued_token_type: Some(ISSUED),
+        issuer: None,
+        rule: None,
     })
 }

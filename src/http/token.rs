@@ -72,6 +72,7 @@ pub(crate) async fn token(
             scope_granted: issued.map(|i| i.response.scope.as_str()),
             jti: issued.map(|i| i.jti.as_str()),
             exp: issued.map(|i| i.exp),
+            issuer: issued.and_then(|i| i.issuer.as_deref()),
             rule: trail.rule.as_deref(),
             error: refused.map(|e| e.code.label()),
             reason: refused.map(|e| e.description.as_str()),

@@ -26,6 +26,10 @@ struct PolicyFile {
     server: Vec<ServerDef>,
     #[serde(default)]
     agent: Vec<AgentDef>,
+    #[serde(default)]
+    issuer: Vec<crate::issuers::IssuerToml>,
+    #[serde(default)]
+    federation: Vec<super::federation::FederationDef>,
 }
 
 #[derive(Deserialize)]
@@ -102,15 +106,26 @@ impl Policy {
             }
         }
         for (name, file) in &parsed {
+            for i in &file.issuer {
+                add_issuer(&mut policy, name, i)?;
+            }
+        }
+        for (name, file) in &parsed {
             for a in &file.agent {
                 add_agent(&mut policy, name, a)?;
             }
         }
+        for (name, file) in &parsed {
+            for f in &file.federation {
+                add_federation(&mut policy, name, f)?;
+            }
+        }
+        policy.federation_index = super::federation::index(policy.issuers.len(), &policy.federation);
         Ok(policy)
     }
 }
 
-fn check_id(file: &str, what: &str, id: &str) -> Result<(), PolicyError> {
+pub(super) fn check_id(file: &str, what: &str, id: &str) -> Result<(), PolicyError> {
     let ok = !id.is_empty()
         && id.len() <= 255
         && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
@@ -184,16 +199,57 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
     Ok(())
 }
 
+fn add_issuer(policy: &mut Policy, file: &str, t: &crate::issuers::IssuerToml) -> Result<(), PolicyError> {
+    check_id(file, "issuer", &t.id)?;
+    let config = crate::issuers::IssuerConfig::from_toml(file, t).map_err(|e| err(file, e))?;
+    let ctx = format!("issuer '{}'", t.id);
+    if let Some(&i) = policy.by_issuer_id.get(&t.id) {
+        return Err(err(file, format!("{ctx} is defined twice (also in {})", policy.issuers[i].file)));
+    }
+    if let Some(&i) = policy.by_issuer_iss.get(&config.issuer) {
+        return Err(err(
+            file,
+            format!("{ctx}: issuer {} is also issuer '{}'", config.issuer, policy.issuers[i].id),
+        ));
+    }
+    policy.by_issuer_id.insert(config.id.clone(), policy.issuers.len());
+    policy.by_issuer_iss.insert(config.issuer.clone(), policy.issuers.len());
+    policy.issuers.push(config);
+    Ok(())
+}
+
+fn add_federation(
+    policy: &mut Policy,
+    file: &str,
+    d: &super::federation::FederationDef,
+) -> Result<(), PolicyError> {
+    if let Some(r) = policy.federation.iter().find(|r| r.id == d.id) {
+        return Err(err(file, format!("federation rule '{}' is defined twice (also in {})", d.id, r.source)));
+    }
+    let rule = super::federation::rule_from_def(policy, file, d)?;
+    policy.federation.push(rule);
+    Ok(())
+}
+
 fn add_agent(policy: &mut Policy, file: &str, a: &AgentDef) -> Result<(), PolicyError> {
     check_id(file, "agent", &a.id)?;
     let ctx = format!("agent {:?}", a.id);
+    // A JWT's iss names either an agent or a trusted issuer, never both.
+    if let Some(&i) = policy.by_issuer_iss.get(&a.id) {
+        return Err(err(
+            file,
+            format!(
+                "{ctx}: its id is also the iss of issuer '{}'; a JWT's iss must name one of them",
+                policy.issuers[i].id
+            ),
+        ));
+    }
     if let Some(&i) = policy.by_agent_id.get(&a.id) {
         return Err(err(file, format!("{ctx} is defined twice (also in {})", policy.agents[i].source)));
     }
     check_lifetime(file, &ctx, a.max_token_lifetime_secs)?;
-    if a.keys.is_empty() && !a.disabled {
-        return Err(err(file, format!("{ctx}: has no keys")));
-    }
+    // An agent without keys cannot sign assertions; it is reached only through federation
+    // (or delegation) rules that name it.
     let mut keys: Vec<VerifyingKey> = Vec::with_capacity(a.keys.len());
     for (n, jwk) in a.keys.iter().enumerate() {
         let key =

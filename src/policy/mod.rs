@@ -4,13 +4,19 @@
 //! Files are parsed and validated once ([`Policy::load`]) into runtime types with keys
 //! already turned into verifiers; [`decide`] is a pure function over them.
 
+pub mod cases;
 mod decide;
+pub mod explain;
+mod federation;
 mod load;
+pub mod predicate;
 
 pub use decide::{decide, Decision, Deny, Lifetimes, Permit};
+pub use federation::{FederationDeny, FederationRule};
 pub use load::PolicyError;
 
 use crate::crypto::{Alg, VerifyingKey};
+use crate::issuers::IssuerConfig;
 use crate::protocol::ScopeSet;
 use std::collections::HashMap;
 
@@ -88,15 +94,36 @@ impl Agent {
 pub struct Policy {
     pub servers: Vec<Server>,
     pub agents: Vec<Agent>,
+    /// Trusted issuers of platform and user tokens (`[[issuer]]`).
+    pub issuers: Vec<IssuerConfig>,
+    /// `[[federation]]` rules, indexed per issuer in `federation_index`.
+    pub federation: Vec<FederationRule>,
+    federation_index: Vec<federation::IssuerRules>,
     by_resource: HashMap<String, usize>,
     by_server_id: HashMap<String, usize>,
     by_agent_id: HashMap<String, usize>,
+    by_issuer_id: HashMap<String, usize>,
+    by_issuer_iss: HashMap<String, usize>,
     pub sources: Vec<String>,
 }
 
 impl Policy {
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.by_agent_id.get(id).map(|&i| &self.agents[i])
+    }
+
+    pub fn agent_index(&self, id: &str) -> Option<usize> {
+        self.by_agent_id.get(id).copied()
+    }
+
+    /// An `[[issuer]]` by its policy id.
+    pub fn issuer_index(&self, id: &str) -> Option<usize> {
+        self.by_issuer_id.get(id).copied()
+    }
+
+    /// An `[[issuer]]` by the exact `iss` of its tokens.
+    pub fn issuer_by_iss(&self, iss: &str) -> Option<usize> {
+        self.by_issuer_iss.get(iss).copied()
     }
 
     pub fn server_by_resource(&self, resource: &str) -> Option<usize> {
@@ -137,12 +164,18 @@ impl Policy {
         for a in &self.agents {
             let keys: Vec<String> = a.keys.iter().map(|k| format!("{} ({})", k.kid(), k.alg())).collect();
             let state = if a.disabled { "  [disabled]" } else { "" };
-            let _ = writeln!(out, "  {}{}  keys: {}", a.id, state, keys.join(", "));
+            let keys = if keys.is_empty() {
+                "none (reached through rules only)".to_string()
+            } else {
+                keys.join(", ")
+            };
+            let _ = writeln!(out, "  {}{}  keys: {}", a.id, state, keys);
             for al in &a.allow {
                 let server = &self.servers[al.server];
                 let _ = writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes);
             }
         }
+        out.push_str(&self.trust_summary());
         out
     }
 }

@@ -73,6 +73,10 @@ pub struct AuditEvent<'a> {
     pub scope_granted: Option<&'a str>,
     pub jti: Option<&'a str>,
     pub exp: Option<i64>,
+    /// The trusted issuer (policy id) whose token was presented (federation).
+    pub issuer: Option<&'a str>,
+    /// The policy rule that decided: `agent:<id>/allow:<server>`, or a federation or
+    /// delegation rule's name.
     pub rule: Option<&'a str>,
     pub error: Option<&'static str>,
     pub reason: Option<&'a str>,
@@ -120,6 +124,7 @@ pub fn emit(e: &AuditEvent<'_>, now_ms: i64) {
                 scope_granted = e.scope_granted,
                 jti = e.jti,
                 exp = e.exp,
+                issuer = e.issuer,
                 rule = e.rule,
                 error = e.error,
                 reason = e.reason,

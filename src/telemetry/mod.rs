@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod metrics;
+mod otlp_client;
 pub mod trace;
 
 use crate::config::{LogFormat, OtelSettings};
@@ -110,8 +111,10 @@ fn tracer_provider(url: &str, otel: &OtelSettings) -> Result<SdkTracerProvider, 
         otel.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // The config's headers win over OTEL_EXPORTER_OTLP_HEADERS, which the exporter also reads.
     headers.retain(|k, _| !k.is_empty());
+    let client = otlp_client::OtlpHttpClient::new(std::time::Duration::from_secs(10))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(url)
         .with_headers(headers)

@@ -246,7 +246,9 @@ pub struct AppOptions {
     pub issuer: Option<String>,
     /// Any other setting.
     pub configure: fn(&mut Settings),
-    /// The policy file's text (default: [`policy_toml`]).
+    /// Appended to the test policy (issuers, rules, more agents).
+    pub extra_policy: String,
+    /// The whole policy file's text instead (default: [`policy_toml`] + `extra_policy`).
     pub policy: Option<String>,
 }
 
@@ -258,6 +260,7 @@ impl Default for AppOptions {
             replay: ReplayBackend::Redis,
             issuer: None,
             configure: |_| {},
+            extra_policy: String::new(),
             policy: None,
         }
     }
@@ -278,7 +281,8 @@ impl TestApp {
     pub async fn spawn_with(opts: AppOptions) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, opts.policy.unwrap_or_else(policy_toml)).expect("write policy");
+        let text = opts.policy.unwrap_or_else(|| format!("{}\n{}", policy_toml(), opts.extra_policy));
+        std::fs::write(&policy, text).expect("write policy");
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".into();
         settings.server.workers = Some(1);
@@ -533,4 +537,20 @@ pub fn decode_unverified(jwt: &str) -> (Value, Value) {
     let header = next();
     let claims = next();
     (header, claims)
+}
+
+/// Poll `cond` (an async check) until it holds or `limit` passes.
+pub async fn wait_until_async<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -109,3 +109,27 @@ async fn separate_metrics_listener() {
     let token = app.http.post(format!("http://127.0.0.1:{port}/token")).send().await.expect("POST");
     assert_eq!(token.status(), 404, "the metrics listener serves no token endpoint");
 }
+
+/// Trusted issuers' key refreshes are counted by result: one issuer answers, one is down.
+#[tokio::test]
+async fn issuer_key_fetches_are_counted_by_result() {
+    let idp = crate::idp::Idp::start();
+    let down = format!("http://127.0.0.1:{}/jwks", free_port());
+    let app = TestApp::spawn_with(AppOptions {
+        extra_policy: format!(
+            "[[issuer]]\nid = \"ci\"\nissuer = \"{}\"\njwks_uri = \"{}\"\n\n\
+             [[issuer]]\nid = \"down\"\nissuer = \"https://down.example\"\njwks_uri = \"{down}\"\n",
+            idp.issuer(),
+            idp.jwks_uri()
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    let counted = crate::process::eventually(std::time::Duration::from_secs(10), || async {
+        let m = scrape(&app).await;
+        value(&m, "agent_sts_issuer_key_fetches_total{result=\"ok\"}") >= 1.0
+            && value(&m, "agent_sts_issuer_key_fetches_total{result=\"failed\"}") >= 1.0
+    })
+    .await;
+    assert!(counted, "{}", app.get("/metrics").await.text);
+}

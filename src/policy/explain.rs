@@ -1,0 +1,226 @@
+//! `policy explain`: a hypothetical request decided by the very functions the broker runs
+//! once a request's JWTs have verified ([`Policy::map_federated`], [`super::decide`]), with
+//! a trace of why. Signatures, audiences and times are not part of it: the input is what a
+//! verified token would say.
+
+use super::{decide, Decision, Lifetimes, Policy};
+use crate::protocol::{ErrorCode, ScopeSet};
+use std::fmt;
+
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
+/// Who asks.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// An agent authenticated by its own assertion.
+    Agent { id: String },
+    /// A trusted issuer's token (federation): the issuer by policy id or exact `iss`, and the
+    /// token's claims.
+    Federated { issuer: String, claims: JsonObject },
+}
+
+/// Which grant carries the request; it decides the error code of a refusal, as in the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    ClientCredentials,
+    JwtBearer,
+    TokenExchange,
+}
+
+impl Via {
+    pub fn parse(name: &str) -> Option<Via> {
+        Some(match name {
+            "client_credentials" | "client-credentials" => Via::ClientCredentials,
+            "jwt-bearer" | "jwt_bearer" | "urn:ietf:params:oauth:grant-type:jwt-bearer" => Via::JwtBearer,
+            "token-exchange" | "token_exchange" | "urn:ietf:params:oauth:grant-type:token-exchange" => {
+                Via::TokenExchange
+            }
+            _ => return None,
+        })
+    }
+
+    /// The code of a refused JWT in this grant (RFC 7523 section 3.1 and 3.2, RFC 8693 section 2.2.2).
+    fn jwt_refusal(self) -> ErrorCode {
+        match self {
+            Via::ClientCredentials => ErrorCode::InvalidClient,
+            Via::JwtBearer => ErrorCode::InvalidGrant,
+            Via::TokenExchange => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// A hypothetical request.
+#[derive(Debug, Clone)]
+pub struct Hypothetical {
+    pub who: Who,
+    /// Default: client_credentials for an agent, jwt-bearer for a federated token.
+    pub via: Option<Via>,
+    /// A server id or resource URI.
+    pub server: String,
+    pub scope: Option<String>,
+}
+
+/// What the broker would answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed {
+        agent: String,
+        sub: String,
+        server: String,
+        resource: String,
+        scopes: String,
+        lifetime_secs: u64,
+    },
+    Refused {
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub outcome: Outcome,
+    /// The rule that mapped the request, if one did.
+    pub rule: Option<String>,
+    /// What was looked at, in order.
+    pub trace: Vec<String>,
+}
+
+impl Explanation {
+    fn refused(code: ErrorCode, reason: impl Into<String>, rule: Option<String>, trace: Vec<String>) -> Self {
+        Explanation { outcome: Outcome::Refused { code, reason: reason.into() }, rule, trace }
+    }
+}
+
+/// Decide `h` against `policy` as the broker would after verifying its JWTs.
+pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Explanation {
+    let mut trace = Vec::new();
+    let (agent, sub, rule) = match &h.who {
+        Who::Agent { id } => {
+            let via = h.via.unwrap_or(Via::ClientCredentials);
+            let Some(agent) = policy.agent(id) else {
+                return Explanation::refused(
+                    via.jwt_refusal(),
+                    format!("'{id}' is not a registered agent"),
+                    None,
+                    trace,
+                );
+            };
+            if agent.disabled {
+                return Explanation::refused(
+                    via.jwt_refusal(),
+                    format!("agent '{id}' is disabled"),
+                    None,
+                    trace,
+                );
+            }
+            trace.push(format!("agent '{id}' (from {}) authenticates as itself", agent.source));
+            (agent, id.clone(), None)
+        }
+        Who::Federated { issuer, claims } => {
+            let via = h.via.unwrap_or(Via::JwtBearer);
+            let Some(index) = policy.issuer_index(issuer).or_else(|| policy.issuer_by_iss(issuer)) else {
+                return Explanation::refused(
+                    via.jwt_refusal(),
+                    format!("'{issuer}' is not a trusted issuer (no [[issuer]] has this id or iss)"),
+                    None,
+                    trace,
+                );
+            };
+            let config = &policy.issuers[index];
+            trace.push(format!("issuer '{}' ({}); its rules:", config.id, config.issuer));
+            for (r, outcomes) in policy.federation_trace(index, claims) {
+                let verdict = if outcomes.iter().all(|o| o.holds) { "MATCHES" } else { "does not match" };
+                trace.push(format!("  rule '{}' -> agent '{}': {verdict}", r.id, policy.agents[r.agent].id));
+                for o in outcomes {
+                    trace.push(format!("    {o}"));
+                }
+            }
+            let (rule, agent) = match policy.map_federated(index, claims) {
+                Ok(found) => found,
+                Err(deny) => return Explanation::refused(via.jwt_refusal(), deny.to_string(), None, trace),
+            };
+            let Some(sub) = claims.get("sub").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) else {
+                return Explanation::refused(
+                    via.jwt_refusal(),
+                    "the token has no sub",
+                    Some(rule.id.clone()),
+                    trace,
+                );
+            };
+            trace.push(format!("rule '{}' maps the token to agent '{}'", rule.id, agent.id));
+            (agent, sub.to_string(), Some(rule.id.clone()))
+        }
+    };
+    let requested = match h.scope.as_deref().map(ScopeSet::parse) {
+        None => None,
+        Some(Ok(s)) if s.is_empty() => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return Explanation::refused(ErrorCode::InvalidScope, e.to_string(), rule, trace),
+    };
+    let (resources, audiences) = if h.server.contains("://") {
+        (vec![h.server.clone()], Vec::new())
+    } else {
+        (Vec::new(), vec![h.server.clone()])
+    };
+    let decision = Decision {
+        agent,
+        resources: &resources,
+        audiences: &audiences,
+        requested: requested.as_ref(),
+        ceiling: None,
+    };
+    match decide(policy, &decision, lifetimes) {
+        Ok(permit) => {
+            if let Some(a) =
+                policy.server_by_resource(&permit.server.resource).and_then(|i| agent.allowance(i))
+            {
+                trace.push(format!(
+                    "agent '{}' may reach server '{}': scopes {} (default: {})",
+                    agent.id, permit.server.id, a.scopes, a.default_scopes
+                ));
+            }
+            Explanation {
+                outcome: Outcome::Allowed {
+                    agent: agent.id.clone(),
+                    sub,
+                    server: permit.server.id.clone(),
+                    resource: permit.server.resource.clone(),
+                    scopes: permit.scopes.to_string(),
+                    lifetime_secs: permit.lifetime_secs,
+                },
+                rule,
+                trace,
+            }
+        }
+        Err(deny) => {
+            let e = deny.to_oauth();
+            Explanation::refused(e.code, e.description, rule, trace)
+        }
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.trace {
+            writeln!(f, "{line}")?;
+        }
+        match &self.outcome {
+            Outcome::Allowed { agent, sub, server, resource, scopes, lifetime_secs } => {
+                writeln!(f, "decision: ALLOWED")?;
+                writeln!(f, "  client_id: {agent}")?;
+                writeln!(f, "  sub: {sub}")?;
+                writeln!(f, "  aud: {resource} (server '{server}')")?;
+                writeln!(f, "  scope: {scopes}")?;
+                writeln!(f, "  lifetime: at most {lifetime_secs} s")?;
+            }
+            Outcome::Refused { code, reason } => {
+                writeln!(f, "decision: REFUSED {code}: {reason}")?;
+            }
+        }
+        if let Some(rule) = &self.rule {
+            writeln!(f, "  rule: {rule}")?;
+        }
+        Ok(())
+    }
+}
