@@ -63,16 +63,18 @@ fn fixture() -> Fixture {
     let clock: SharedClock = Arc::new(SystemClock);
     let issuers = agent_sts::issuers::Issuers::new(&Default::default(), clock.clone(), &policy.issuers)
         .expect("trusted issuers");
+    // Capacity well above what a run spends: a full store would refuse (503).
+    let replay = Arc::new(AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())));
+    let shared = Arc::new(agent_sts::broker::Shared::new(true, replay.clone(), clock.clone()));
     let broker = Broker {
         issuers: Arc::new(issuers),
         policy: Arc::new(policy),
         tokens,
-        // Capacity well above what a run spends: a full store would refuse (503).
-        replay: Arc::new(AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone()))),
+        replay,
         rules: agent_sts::startup::assertion_rules(ISSUER, &agent_sts::config::TokenSettings::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
         clock,
-        shared: Arc::new(agent_sts::broker::Shared::new(true)),
+        shared,
     };
     let now = broker.clock.now_secs();
     Fixture { es256, eddsa, rs256, broker, broker_pem: pair.private_pem.0, now }

@@ -7,7 +7,9 @@ use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
 use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::replay::{AnyReplayStore, ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::revocation::Revocations;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{audit, SPAN_TARGET};
 use std::sync::Arc;
@@ -32,11 +34,19 @@ pub struct Broker {
 /// State shared by every policy snapshot of one process.
 pub struct Shared {
     pub metrics: Metrics,
+    /// Revoked token ids (RFC 7009), in the replay store's backend.
+    pub revocations: Revocations,
+    /// Per-agent rate limits, in the replay store's backend.
+    pub limiter: RateLimiter,
 }
 
 impl Shared {
-    pub fn new(metrics_enabled: bool) -> Shared {
-        Shared { metrics: Metrics::new(metrics_enabled) }
+    pub fn new(metrics_enabled: bool, replay: Arc<AnyReplayStore>, clock: SharedClock) -> Shared {
+        Shared {
+            metrics: Metrics::new(metrics_enabled),
+            revocations: Revocations::new(replay.clone(), clock.clone()),
+            limiter: RateLimiter::new(replay, clock),
+        }
     }
 }
 
@@ -107,7 +117,41 @@ impl Broker {
                     .await?
             }
         };
+        self.rate_limit(ctx.agent).await?;
         self.issue(req, ctx, now)
+    }
+
+    /// The agent's rate limit, if the policy sets one. Called once per request, after every
+    /// credential in it has verified (signature, claims, replay): only an authenticated
+    /// request spends the agent's budget. 429 with `Retry-After` when it is spent; the
+    /// store unreachable is 503, like the replay spend.
+    async fn rate_limit(&self, agent: &Agent) -> Result<(), OAuthError> {
+        let Some(limit) = agent.rate_limit else { return Ok(()) };
+        let span = tracing::info_span!(target: SPAN_TARGET, "rate_limit.check");
+        match self.shared.limiter.check(&agent.id, limit).instrument(span).await {
+            Ok(Verdict::Allowed) => Ok(()),
+            Ok(Verdict::Limited { retry_after_ms }) => {
+                self.shared.metrics.rate_limited();
+                Err(OAuthError::rate_limited(retry_after_ms.div_ceil(1000)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit store unavailable");
+                Err(OAuthError::unavailable("the rate limit store is unavailable; retry shortly"))
+            }
+        }
+    }
+
+    /// Whether the token with this `jti` was revoked (RFC 7009). The store unreachable is
+    /// 503: a token that might be revoked is not accepted.
+    pub(crate) async fn check_not_revoked(&self, jti: &str) -> Result<(), OAuthError> {
+        match self.shared.revocations.is_revoked(jti).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(OAuthError::invalid_request("subject_token: has been revoked")),
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation store unavailable");
+                Err(OAuthError::unavailable("the revocation store is unavailable; retry shortly"))
+            }
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -84,6 +84,22 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lifetime_secs: i64,
     },
+    /// Revoke an access token (RFC 7009) in the shared store: introspection then answers
+    /// inactive and the token can't be exchanged. Needs the Redis replay backend.
+    Revoke {
+        /// The broker's configuration (Redis, issuer, signing keys).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The token itself (verified against the configured signing keys).
+        #[arg(long, conflicts_with_all = ["jti", "exp"])]
+        token: Option<String>,
+        /// Or its `jti`...
+        #[arg(long, requires = "exp")]
+        jti: Option<String>,
+        /// ...and its `exp` (Unix seconds): the revocation is kept until then.
+        #[arg(long, requires = "jti")]
+        exp: Option<i64>,
+    },
     /// Exit 0 if the broker answers 200 on the URL (the container image's HEALTHCHECK).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
@@ -160,6 +176,10 @@ fn main() -> ExitCode {
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
         }
+        Command::Revoke { config, token, jti, exp } => Settings::load(config.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|s| agent_sts::ops::revoke(&s, token.as_deref(), jti.as_deref(), exp))
+            .map(|msg| eprintln!("{msg}")),
         Command::Healthcheck { url, timeout_secs } => {
             agent_sts::ops::healthcheck(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
         }

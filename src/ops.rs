@@ -34,3 +34,54 @@ pub fn healthcheck(url: &str, timeout: Duration) -> Result<(), String> {
         other => Err(format!("{url}: answered {:?}", String::from_utf8_lossy(other))),
     }
 }
+
+/// `agent-sts revoke`: mark a token revoked in the shared store (Redis), as `POST /revoke`
+/// would, for an operator who holds the token or knows its `jti` and `exp`. With `--token`
+/// the token is verified against the configured signing keys first.
+pub fn revoke(
+    settings: &crate::config::Settings,
+    token: Option<&str>,
+    jti: Option<&str>,
+    exp: Option<i64>,
+) -> Result<String, String> {
+    use crate::clock::{SharedClock, SystemClock};
+    use crate::replay::{AnyReplayStore, RedisStore};
+    use std::sync::Arc;
+    if settings.replay.backend == Some(crate::config::ReplayBackend::Memory) {
+        return Err(
+            "replay.backend is memory: revoked tokens live in the broker process; use POST /revoke".into()
+        );
+    }
+    let clock: SharedClock = Arc::new(SystemClock);
+    let now = clock.now_secs();
+    let (jti, exp) = match (token, jti, exp) {
+        (Some(t), None, None) => {
+            let issuer =
+                settings.server.issuer.as_deref().ok_or("server.issuer is required to verify --token")?;
+            let tokens = crate::startup::token_issuer(settings, issuer, &crate::startup::DevKey::none())
+                .map_err(|e| e.to_string())?;
+            let claims = tokens.verify_own(t, now).map_err(|e| format!("--token: {e}"))?;
+            (claims.jti, claims.exp)
+        }
+        (None, Some(j), Some(e)) => (j.to_string(), e),
+        _ => return Err("give --token, or --jti with --exp".into()),
+    };
+    if exp <= now {
+        return Ok(format!("token {jti} has already expired; nothing to revoke"));
+    }
+    let r = &settings.replay;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let store = RedisStore::new(
+            &r.redis_url,
+            &r.key_prefix,
+            Duration::from_millis(r.command_timeout_ms.max(1000)),
+            clock.clone(),
+        )
+        .map_err(|e| format!("replay.redis_url: {e}"))?;
+        let store = Arc::new(AnyReplayStore::Redis(Box::new(store)));
+        crate::revocation::Revocations::new(store, clock).revoke(&jti, exp).await.map_err(|e| e.to_string())
+    })?;
+    Ok(format!("revoked token {jti} (until its exp {exp})"))
+}

@@ -79,6 +79,11 @@ fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
 pub struct DevKey(Option<crate::crypto::SecretPem>);
 
 impl DevKey {
+    /// No generated key: the settings must name the key files.
+    pub fn none() -> DevKey {
+        DevKey(None)
+    }
+
     pub fn for_mode(settings: &Settings, mode: Mode) -> Result<DevKey, StartupError> {
         let s = &settings.signing;
         if mode == Mode::Dev && s.key_file.is_none() && s.keys.is_empty() {
@@ -200,7 +205,7 @@ impl ProcessParts {
         let replay = Arc::new(build_replay(settings, mode, &clock)?);
         let issuers = Issuers::new(&settings.issuers, clock.clone(), &[])
             .map_err(|e| StartupError::Config(format!("trusted issuers: {e}")))?;
-        let shared = Arc::new(Shared::new(settings.metrics.enabled));
+        let shared = Arc::new(Shared::new(settings.metrics.enabled, replay.clone(), clock.clone()));
         let observer = shared.clone();
         issuers.observe_fetches(move |ok| observer.metrics.issuer_key_fetch(ok));
         Ok(ProcessParts {

@@ -32,6 +32,13 @@ pub(crate) fn document(broker: &Broker) -> web::Bytes {
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "scopes_supported": scopes,
+        // RFC 7662 and RFC 7009, for MCP servers with keys in the policy (and agents, to revoke).
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": algs,
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
     });
     web::Bytes::from(doc.to_string())
 }

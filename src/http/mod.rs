@@ -1,6 +1,7 @@
 //! Routes only: thin handlers that parse, call one function, and map the error.
 
 mod health;
+mod introspect;
 mod metadata;
 mod metrics;
 mod token;
@@ -60,6 +61,16 @@ pub(crate) fn server(
         app.service(
             web::resource("/token")
                 .route(web::post().to(token::token))
+                .default_service(web::to(|| method_not_allowed("POST"))),
+        )
+        .service(
+            web::resource("/introspect")
+                .route(web::post().to(introspect::introspect))
+                .default_service(web::to(|| method_not_allowed("POST"))),
+        )
+        .service(
+            web::resource("/revoke")
+                .route(web::post().to(introspect::revoke))
                 .default_service(web::to(|| method_not_allowed("POST"))),
         )
         .service(readable("/.well-known/oauth-authorization-server", metadata::metadata))

@@ -138,7 +138,7 @@ async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState, brok
 
 /// The body, if it is form-encoded and no larger than `max`. Errors carry their HTTP status
 /// (415 wrong media type, 413 too large) beside the OAuth `invalid_request`.
-async fn read_form(
+pub(super) async fn read_form(
     req: &HttpRequest,
     mut payload: web::Payload,
     max: usize,

@@ -2,7 +2,7 @@
 //! and the reason: unknown fields, unknown server, a scope the server does not offer,
 //! duplicate ids, a key that does not parse.
 
-use super::{Agent, Allowance, Policy, Server};
+use super::{Agent, Allowance, Policy, RateLimit, Server};
 use crate::crypto::VerifyingKey;
 use crate::protocol::ScopeSet;
 use serde::Deserialize;
@@ -39,6 +39,10 @@ struct ServerDef {
     resource: String,
     scopes: Vec<String>,
     max_token_lifetime_secs: Option<u64>,
+    /// The server's own public keys: it authenticates with them to `/introspect` and
+    /// `/revoke` (RFC 7662, RFC 7009). Optional.
+    #[serde(default)]
+    keys: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +56,16 @@ struct AgentDef {
     keys: Vec<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     allow: Vec<AllowDef>,
+    rate_limit: Option<RateLimitDef>,
+}
+
+/// `rate_limit = { per_second = 10, burst = 20 }`: tokens per second on average, and how
+/// many may come at once.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitDef {
+    per_second: f64,
+    burst: u32,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +200,7 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
         return Err(err(file, format!("{ctx}: offers no scopes")));
     }
     check_lifetime(file, &ctx, s.max_token_lifetime_secs)?;
+    let keys = parse_keys(file, &ctx, &s.keys)?;
     let idx = policy.servers.len();
     policy.by_server_id.insert(s.id.clone(), idx);
     policy.by_resource.insert(s.resource.clone(), idx);
@@ -194,9 +209,28 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
         resource: s.resource.clone(),
         scopes,
         max_token_lifetime_secs: s.max_token_lifetime_secs,
+        keys,
         source: file.to_string(),
     });
     Ok(())
+}
+
+/// Public JWKs ▶ verifiers, each `kid` once.
+fn parse_keys(
+    file: &str,
+    ctx: &str,
+    jwks: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<Vec<VerifyingKey>, PolicyError> {
+    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(jwks.len());
+    for (n, jwk) in jwks.iter().enumerate() {
+        let key =
+            VerifyingKey::from_jwk(jwk).map_err(|e| err(file, format!("{ctx}: key #{}: {e}", n + 1)))?;
+        if keys.iter().any(|k| k.kid() == key.kid()) {
+            return Err(err(file, format!("{ctx}: two keys have kid {:?}", key.kid())));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 fn add_issuer(policy: &mut Policy, file: &str, t: &crate::issuers::IssuerToml) -> Result<(), PolicyError> {
@@ -250,15 +284,19 @@ fn add_agent(policy: &mut Policy, file: &str, a: &AgentDef) -> Result<(), Policy
     check_lifetime(file, &ctx, a.max_token_lifetime_secs)?;
     // An agent without keys cannot sign assertions; it is reached only through federation
     // (or delegation) rules that name it.
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(a.keys.len());
-    for (n, jwk) in a.keys.iter().enumerate() {
-        let key =
-            VerifyingKey::from_jwk(jwk).map_err(|e| err(file, format!("{ctx}: key #{}: {e}", n + 1)))?;
-        if keys.iter().any(|k| k.kid() == key.kid()) {
-            return Err(err(file, format!("{ctx}: two keys have kid {:?}", key.kid())));
+    let keys = parse_keys(file, &ctx, &a.keys)?;
+    let rate_limit = match &a.rate_limit {
+        None => None,
+        Some(r) if r.per_second.is_finite() && r.per_second > 0.0 && r.per_second <= 1e6 && r.burst >= 1 => {
+            Some(RateLimit { per_second: r.per_second, burst: r.burst })
         }
-        keys.push(key);
-    }
+        Some(_) => {
+            return Err(err(
+                file,
+                format!("{ctx}: rate_limit needs per_second > 0 (at most 1000000) and burst >= 1"),
+            ))
+        }
+    };
     let mut allow: Vec<Allowance> = Vec::with_capacity(a.allow.len());
     for al in &a.allow {
         let actx = format!("{ctx}: allow server {:?}", al.server);
@@ -287,6 +325,7 @@ fn add_agent(policy: &mut Policy, file: &str, a: &AgentDef) -> Result<(), Policy
         max_token_lifetime_secs: a.max_token_lifetime_secs,
         keys,
         allow,
+        rate_limit,
         source: file.to_string(),
     });
     Ok(())

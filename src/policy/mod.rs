@@ -27,7 +27,23 @@ pub struct Server {
     pub resource: String,
     pub scopes: ScopeSet,
     pub max_token_lifetime_secs: Option<u64>,
+    /// Keys the server authenticates with to `/introspect` and `/revoke` (may be empty).
+    pub keys: Vec<VerifyingKey>,
     pub source: String,
+}
+
+impl Server {
+    /// As [`Agent::key_for`], over the server's own keys.
+    pub fn key_for(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyingKey, KeySelectError> {
+        select_key(&self.keys, kid, alg)
+    }
+}
+
+/// An agent's rate limit (GCRA): `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 #[derive(Debug)]
@@ -45,6 +61,8 @@ pub struct Agent {
     pub max_token_lifetime_secs: Option<u64>,
     pub keys: Vec<VerifyingKey>,
     pub allow: Vec<Allowance>,
+    /// Tokens per second across every broker instance (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
     pub source: String,
 }
 
@@ -66,27 +84,38 @@ impl Agent {
     /// registered algorithm must equal the header's), otherwise the only key registered for
     /// the header's algorithm.
     pub fn key_for(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyingKey, KeySelectError> {
-        match kid {
-            Some(kid) => {
-                let key = self.keys.iter().find(|k| k.kid() == kid).ok_or(KeySelectError::UnknownKid)?;
-                if key.alg() != alg {
-                    return Err(KeySelectError::AlgMismatch { registered: key.alg(), header: alg });
-                }
-                Ok(key)
-            }
-            None => {
-                let mut fitting = self.keys.iter().filter(|k| k.alg() == alg);
-                match (fitting.next(), fitting.next()) {
-                    (Some(k), None) => Ok(k),
-                    (None, _) => Err(KeySelectError::NoKeyForAlg(alg)),
-                    (Some(_), Some(_)) => Err(KeySelectError::Ambiguous(alg)),
-                }
-            }
-        }
+        select_key(&self.keys, kid, alg)
     }
 
     pub fn allowance(&self, server: usize) -> Option<&Allowance> {
         self.allow.iter().find(|a| a.server == server)
+    }
+}
+
+/// The key that must verify a JWS: by `kid` when the header has one (and then its
+/// registered algorithm must equal the header's), otherwise the only key registered for the
+/// header's algorithm.
+fn select_key<'k>(
+    keys: &'k [VerifyingKey],
+    kid: Option<&str>,
+    alg: Alg,
+) -> Result<&'k VerifyingKey, KeySelectError> {
+    match kid {
+        Some(kid) => {
+            let key = keys.iter().find(|k| k.kid() == kid).ok_or(KeySelectError::UnknownKid)?;
+            if key.alg() != alg {
+                return Err(KeySelectError::AlgMismatch { registered: key.alg(), header: alg });
+            }
+            Ok(key)
+        }
+        None => {
+            let mut fitting = keys.iter().filter(|k| k.alg() == alg);
+            match (fitting.next(), fitting.next()) {
+                (Some(k), None) => Ok(k),
+                (None, _) => Err(KeySelectError::NoKeyForAlg(alg)),
+                (Some(_), Some(_)) => Err(KeySelectError::Ambiguous(alg)),
+            }
+        }
     }
 }
 
@@ -131,6 +160,11 @@ impl Policy {
     }
 
     /// An RFC 8693 `audience`: a server's id or its resource URI.
+    /// A server by its policy id.
+    pub fn server(&self, id: &str) -> Option<&Server> {
+        self.by_server_id.get(id).map(|&i| &self.servers[i])
+    }
+
     pub fn server_by_audience(&self, audience: &str) -> Option<usize> {
         self.by_server_id.get(audience).or_else(|| self.by_resource.get(audience)).copied()
     }

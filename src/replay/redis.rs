@@ -73,6 +73,27 @@ impl RedisStore {
         Ok(slot.get_or_init(|| fresh).clone())
     }
 
+    /// A command on this thread's connection, bounded by the command timeout: the broker's
+    /// other state beside the replay keys (revoked token ids, rate limits), under the same
+    /// key prefix ([`RedisStore::prefix`]).
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ReplayError> {
+        let mut conn = self.conn()?;
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// A Lua script (EVALSHA, loading it on first use), bounded like [`RedisStore::query`].
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ReplayError> {
+        let mut conn = self.conn()?;
+        self.bounded(script.invoke_async(&mut conn)).await
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     async fn bounded<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,

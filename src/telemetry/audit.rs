@@ -84,6 +84,13 @@ pub struct AuditEvent<'a> {
     pub duration_us: u64,
 }
 
+impl<'a> AuditEvent<'a> {
+    pub fn with_trace(mut self, trace_id: Option<&'a str>) -> Self {
+        self.trace_id = trace_id;
+        self
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     ts: String,
