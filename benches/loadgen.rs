@@ -155,6 +155,10 @@ struct Args {
     /// sink counts what it receives and answers 200.
     #[arg(long)]
     otlp: bool,
+    /// How long the broker may take to answer `/readyz` (raise it to run the broker under
+    /// valgrind: `AGENT_STS_BIN` may be a wrapper script).
+    #[arg(long, default_value_t = 15)]
+    ready_timeout_secs: u64,
     /// Exit with status 1 if any request failed in any window (CI's smoke run uses it).
     #[arg(long)]
     fail_on_error: bool,
@@ -606,8 +610,13 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// Spawn ▶ the first 200 from `/readyz`.
-fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Result<Duration, Error> {
-    let deadline = started + Duration::from_secs(15);
+fn wait_ready(
+    broker: &mut ChildGuard,
+    setup: &Setup,
+    started: Instant,
+    limit: u64,
+) -> Result<Duration, Error> {
+    let deadline = started + Duration::from_secs(limit);
     loop {
         if let Some(status) = broker.exited() {
             return Err(format!("the broker exited at start ({status}):\n{}", log_tail(&setup.log)).into());
@@ -616,7 +625,9 @@ fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Resul
             return Ok(started.elapsed());
         }
         if Instant::now() > deadline {
-            return Err(format!("/readyz did not answer 200 within 15 s:\n{}", log_tail(&setup.log)).into());
+            return Err(
+                format!("/readyz did not answer 200 within {limit} s:\n{}", log_tail(&setup.log)).into()
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -1044,7 +1055,7 @@ fn run(args: &Args) -> Result<(), Error> {
     let sink = if args.otlp { Some(start_otlp_sink()?) } else { None };
     let setup = write_setup(args, redis_port, sink.as_ref().map(|(p, _)| *p))?;
     let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
-    let cold = wait_ready(&mut broker, &setup, started)?;
+    let cold = wait_ready(&mut broker, &setup, started, args.ready_timeout_secs)?;
     let pid = broker.pid().to_string();
     let rss_idle = status_kib(&pid, "VmRSS")?;
 

@@ -328,7 +328,12 @@ fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Re
         pem_path.display(),
         jwk_path.display()
     );
-    eprintln!("to register it for an agent, add this to the agent's `keys` in the policy:");
+    eprintln!(
+        "as the broker's signing key: [[signing.keys]] kid = \"{}\" key_file = \"{}\" (README: Signing key rotation)",
+        kid.unwrap_or("<thumbprint>"),
+        pem_path.display()
+    );
+    eprintln!("to register it for an agent (or an MCP server), add this to its `keys` in the policy:");
     println!("{toml_line}");
     Ok(())
 }

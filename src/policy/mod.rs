@@ -193,6 +193,10 @@ impl Policy {
         for s in &self.servers {
             let life = s.max_token_lifetime_secs.map_or("default".to_string(), |l| format!("{l}s"));
             let _ = writeln!(out, "  {}  {}  scopes: {}  max lifetime: {}", s.id, s.resource, s.scopes, life);
+            if !s.keys.is_empty() {
+                let keys: Vec<String> = s.keys.iter().map(|k| format!("{} ({})", k.kid(), k.alg())).collect();
+                let _ = writeln!(out, "    introspection/revocation keys: {}", keys.join(", "));
+            }
         }
         let _ = writeln!(out, "agents:");
         for a in &self.agents {
@@ -204,6 +208,9 @@ impl Policy {
                 keys.join(", ")
             };
             let _ = writeln!(out, "  {}{}  keys: {}", a.id, state, keys);
+            if let Some(r) = a.rate_limit {
+                let _ = writeln!(out, "    rate limit: {}/s, burst {}", r.per_second, r.burst);
+            }
             for al in &a.allow {
                 let server = &self.servers[al.server];
                 let _ = writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes);
