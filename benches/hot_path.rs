@@ -21,6 +21,10 @@
 //! At the end a summary prints our exchange beside the floor and their ratio (target ≤ 1.4×,
 //! issue 3), read back from criterion's `estimates.json`.
 
+// The exchange future (spans, rate limit, revocation check) nests deeper than the default
+// limit allows when its type is checked here.
+#![recursion_limit = "256"]
+
 mod common;
 
 use agent_sts::broker::Broker;
@@ -39,12 +43,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const ISSUER: &str = "https://sts.example.com";
+/// The trusted issuer of the federation benches (its keys are inline: nothing is fetched).
+const PLATFORM: &str = "https://token.actions.githubusercontent.com";
 
 /// Everything the benches share, built once.
 struct Fixture {
     es256: AgentKey,
     eddsa: AgentKey,
     rs256: AgentKey,
+    /// A trusted issuer's RS256 and ES256 keys (federation, issue 7).
+    platform_rs256: AgentKey,
+    platform_es256: AgentKey,
     broker: Broker,
     /// The broker's signing key as PEM, for the floor benches.
     broker_pem: String,
@@ -55,8 +64,30 @@ fn fixture() -> Fixture {
     let es256 = AgentKey::generate("https://agents.example.com/billing-reconciler-es256", Alg::ES256);
     let eddsa = AgentKey::generate("https://agents.example.com/billing-reconciler-eddsa", Alg::EdDSA);
     let rs256 = AgentKey::generate("https://agents.example.com/billing-reconciler-rs256", Alg::RS256);
-    let toml = common::policy_toml(&[&es256, &eddsa, &rs256]);
-    let policy = Policy::from_sources(&[("bench.toml".into(), toml)]).expect("bench policy loads");
+    let platform_rs256 = AgentKey::generate("platform-rs256", Alg::RS256);
+    let platform_es256 = AgentKey::generate("platform-es256", Alg::ES256);
+    let toml = format!(
+        "{}\n{}",
+        common::policy_toml(&[&es256, &eddsa, &rs256]),
+        common::federation_toml(PLATFORM, &[&platform_rs256, &platform_es256], &es256.id)
+    );
+    let mut sources = vec![("bench.toml".to_string(), toml)];
+    // HOT_PATH_PAD_AGENTS=100000: the same benches with a policy of that many more agents
+    // (issue 12: per-request cost must not depend on the policy's size).
+    let pad: usize = std::env::var("HOT_PATH_PAD_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if pad > 0 {
+        let spec = common::generated::Spec {
+            servers: (pad / 20).max(1),
+            agents: pad,
+            allow: 5,
+            alg: Alg::ES256,
+            seed: 1,
+            prefix: "pad-".into(),
+        };
+        sources.push(("pad.toml".to_string(), common::generated::policy_text(&spec)));
+        eprintln!("hot_path: policy padded with {pad} generated agents (HOT_PATH_PAD_AGENTS)");
+    }
+    let policy = Policy::from_sources(&sources).expect("bench policy loads");
     let pair = agent_sts::crypto::generate_key_pair(Alg::ES256, None).expect("broker key");
     let key = SigningKey::from_pem(Alg::ES256, pair.private_pem.0.as_bytes(), None).expect("load broker key");
     let tokens = TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer");
@@ -77,7 +108,16 @@ fn fixture() -> Fixture {
         shared,
     };
     let now = broker.clock.now_secs();
-    Fixture { es256, eddsa, rs256, broker, broker_pem: pair.private_pem.0, now }
+    Fixture {
+        es256,
+        eddsa,
+        rs256,
+        platform_rs256,
+        platform_es256,
+        broker,
+        broker_pem: pair.private_pem.0,
+        now,
+    }
 }
 
 fn bench_check(c: &mut Criterion, f: &Fixture) {
@@ -108,6 +148,7 @@ fn bench_mint(c: &mut Criterion, f: &Fixture) {
         iat: f.now,
         exp: f.now + 300,
         act: None,
+        entitlement: None,
     };
     c.bench_function("mint/es256", |b| b.iter(|| f.broker.tokens.mint(black_box(&spec)).expect("mint")));
 }
@@ -116,8 +157,14 @@ fn bench_decide(c: &mut Criterion, f: &Fixture) {
     let agent = f.broker.policy.agent(&f.es256.id).expect("agent");
     let resources = vec![DOCS.to_string()];
     let requested = ScopeSet::parse(SCOPE).expect("scope");
-    let d =
-        Decision { agent, resources: &resources, audiences: &[], requested: Some(&requested), ceiling: None };
+    let d = Decision {
+        agent,
+        resources: &resources,
+        audiences: &[],
+        requested: Some(&requested),
+        ceiling: None,
+        subject: None,
+    };
     decide(&f.broker.policy, &d, f.broker.lifetimes).expect("permit");
     c.bench_function("policy/decide", |b| {
         b.iter(|| decide(&f.broker.policy, black_box(&d), f.broker.lifetimes).expect("permit"))
@@ -154,13 +201,14 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
             iat: f.now,
             exp: f.now + 3600,
             act: None,
+            entitlement: None,
         })
         .expect("subject token")
         .token;
 
     let mut g = c.benchmark_group("exchange");
     type Body<'a> = Box<dyn Fn() -> String + 'a>;
-    let cases: [(&str, Body); 5] = [
+    let cases: [(&str, Body); 7] = [
         (
             "client_credentials_es256",
             Box::new(|| common::client_credentials_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS)),
@@ -176,6 +224,18 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
         (
             "jwt_bearer_es256",
             Box::new(|| common::jwt_bearer_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS)),
+        ),
+        (
+            "jwt_bearer_federated_rs256",
+            Box::new(|| {
+                common::jwt_bearer_body(&f.platform_rs256.platform_token(PLATFORM, ISSUER, f.now), DOCS)
+            }),
+        ),
+        (
+            "jwt_bearer_federated_es256",
+            Box::new(|| {
+                common::jwt_bearer_body(&f.platform_es256.platform_token(PLATFORM, ISSUER, f.now), DOCS)
+            }),
         ),
         (
             "token_exchange_es256",
@@ -211,6 +271,27 @@ fn bench_floor(c: &mut Criterion, f: &Fixture) {
     g.bench_function("openssl_ecdsa_verify", |b| b.iter(|| floor.openssl_verify()));
     g.bench_function("openssl_ecdsa_sign", |b| b.iter(|| black_box(floor.openssl_sign())));
     g.bench_function("openssl_ecdsa_verify_plus_sign", |b| b.iter(|| black_box(floor.openssl_pair())));
+    // Federation: the platform token's signature (RS256 or ES256) through josekit, plus the
+    // broker's ES256 token signature: the crypto a federated jwt-bearer exchange cannot avoid.
+    for (name, key) in [
+        ("federated_rs256_verify_plus_sign", &f.platform_rs256),
+        ("federated_es256_verify_plus_sign", &f.platform_es256),
+    ] {
+        let token = key.platform_token(PLATFORM, ISSUER, f.now);
+        let (input, sig) = token.rsplit_once('.').expect("three parts");
+        let sig = agent_sts::crypto::b64url_decode(sig).expect("b64");
+        let jwk = josekit::jwk::Jwk::from_map(key.public_jwk.clone()).expect("jwk");
+        let verifier: Box<dyn josekit::jws::JwsVerifier> = match key.alg {
+            Alg::RS256 => Box::new(josekit::jws::RS256.verifier_from_jwk(&jwk).expect("verifier")),
+            _ => Box::new(josekit::jws::ES256.verifier_from_jwk(&jwk).expect("verifier")),
+        };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                verifier.verify(input.as_bytes(), &sig).expect("floor verifies");
+                black_box(floor.josekit_sign())
+            })
+        });
+    }
     g.finish();
 }
 
@@ -224,6 +305,7 @@ fn example_spec(f: &Fixture) -> MintSpec<'_> {
         iat: f.now,
         exp: f.now + 300,
         act: None,
+        entitlement: None,
     }
 }
 
@@ -260,12 +342,26 @@ fn summary() {
     );
     println!("  floor: OpenSSL ECDSA verify + sign          {}", us(openssl));
     println!("  ours:  parse + exchange (memory)            {}", us(ours));
-    let Some(o) = ours else { return };
-    for (name, floor) in [("josekit", josekit), ("OpenSSL ECDSA", openssl)] {
-        if let Some(fl) = floor {
+    if let Some(o) = ours {
+        for (name, floor) in [("josekit", josekit), ("OpenSSL ECDSA", openssl)] {
+            if let Some(fl) = floor {
+                let ratio = o / fl;
+                let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
+                println!(
+                    "  ratio: {ratio:.2}× the {name} floor ({verdict} 1.4×; in process, no HTTP, no Redis)"
+                );
+            }
+        }
+    }
+    println!("\n== issue 7: a federated jwt-bearer exchange against its floor (medians) ==");
+    for alg in ["rs256", "es256"] {
+        let floor = est(&format!("federated_{alg}_verify_plus_sign"));
+        let ours = estimate_ns("exchange", &format!("jwt_bearer_federated_{alg}"));
+        println!("  {alg}: floor (josekit verify + ES256 sign) {}, ours {}", us(floor), us(ours));
+        if let (Some(fl), Some(o)) = (floor, ours) {
             let ratio = o / fl;
             let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
-            println!("  ratio: {ratio:.2}× the {name} floor ({verdict} 1.4×; in process, no HTTP, no Redis)");
+            println!("  ratio: {ratio:.2}× ({verdict} 1.4×; in process, memory replay, inline issuer keys)");
         }
     }
 }

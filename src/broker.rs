@@ -5,10 +5,10 @@ use crate::client_auth::{self, AssertionRules, IssuedRules, IssuedToken, Role, T
 use crate::clock::SharedClock;
 use crate::issuers::Issuers;
 use crate::mint::{Act, MintSpec, TokenIssuer};
-use crate::policy::{decide, Agent, Decision, Lifetimes, Policy};
+use crate::policy::{decide, Agent, Decision, Entitlement, Lifetimes, Policy};
 use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenResponse};
 use crate::ratelimit::{RateLimiter, Verdict};
-use crate::replay::{AnyReplayStore, ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::replay::{AnyReplayStore, AssertionTimes, Readiness, ReplayError, ReplayKey, ReplayStore, Spend};
 use crate::revocation::Revocations;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{audit, SPAN_TARGET};
@@ -57,16 +57,21 @@ struct Instrumented<'a> {
 }
 
 impl ReplayStore for Instrumented<'_> {
-    async fn spend(&self, key: &ReplayKey, expires_at_ms: i64) -> Result<Spend, ReplayError> {
+    async fn spend(
+        &self,
+        key: &ReplayKey,
+        expires_at_ms: i64,
+        times: &AssertionTimes,
+    ) -> Result<Spend, ReplayError> {
         let span = tracing::info_span!(target: SPAN_TARGET, "replay.spend", backend = self.store.kind());
         let started = std::time::Instant::now();
-        let r = self.store.spend(key, expires_at_ms).instrument(span).await;
+        let r = self.store.spend(key, expires_at_ms, times).instrument(span).await;
         self.metrics.replay_call(started.elapsed(), r.is_err());
         r
     }
 
-    async fn ping(&self) -> Result<(), ReplayError> {
-        self.store.ping().await
+    async fn readiness(&self) -> Result<Readiness, ReplayError> {
+        self.store.readiness().await
     }
 }
 
@@ -86,6 +91,8 @@ pub struct Issued {
     pub server: String,
     pub exp: i64,
     pub act: Option<Act>,
+    /// The actor chain, current actor first (`act`, RFC 8693 section 4.1), for the audit.
+    pub actors: Vec<String>,
 }
 
 /// What a grant handler hands to the policy decision and the mint.
@@ -96,12 +103,19 @@ pub(crate) struct ExchangeContext<'p> {
     pub act: Option<Act>,
     /// For exchanges: the result is never wider or longer-lived than the subject token.
     pub ceiling_scopes: Option<ScopeSet>,
+    /// What counts as requested when the request names no scope (an ID-JAG: its own scope);
+    /// `None`: the agent's default scopes.
+    pub default_request: Option<ScopeSet>,
     pub ceiling_exp: Option<i64>,
     /// `issued_token_type` (RFC 8693 §2.2.1), for exchanges only.
     pub issued_token_type: Option<&'static str>,
     /// For the audit event: the trusted issuer (policy id) and the rule that mapped its token.
     pub issuer: Option<String>,
     pub rule: Option<String>,
+    /// What the subject may have by policy, recorded in the issued token (claim
+    /// `entitlement`) so that any later exchange is capped by it; when it is not the agent's
+    /// own, it caps this decision too.
+    pub entitlement: Entitlement,
 }
 
 impl Broker {
@@ -190,7 +204,10 @@ impl Broker {
         role: Role,
         now: i64,
     ) -> Result<IssuedToken<'_>, OAuthError> {
-        let rules = IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew };
+        // An ID-JAG is always single use, with a jti, for this broker's issuer.
+        let id_jag = typ == TypRule::ID_JAG;
+        let rules =
+            IssuedRules { typ, default_audience: self.tokens.issuer(), skew: self.rules.skew, id_jag };
         let store = Instrumented { store: &self.replay, metrics: &self.shared.metrics };
         let span = tracing::info_span!(target: SPAN_TARGET, "issued_token.verify", role = role.parameter());
         client_auth::verify_issued(raw, &self.policy, &self.issuers, &rules, &store, now)
@@ -219,13 +236,23 @@ impl Broker {
         }
     }
 
+    /// The entitlement of an agent acting as itself.
+    pub(crate) fn own_entitlement(&self, agent: &Agent) -> Entitlement {
+        // The agent came from this policy, so its id is indexed.
+        Entitlement::Agent(self.policy.agent_index(&agent.id).unwrap_or_default())
+    }
+
     fn issue(&self, req: &TokenRequest, ctx: ExchangeContext<'_>, now: i64) -> Result<Issued, OAuthError> {
         let decision = Decision {
             agent: ctx.agent,
             resources: &req.resources,
             audiences: &req.audiences,
-            requested: req.scope.as_ref(),
+            requested: req.scope.as_ref().or(ctx.default_request.as_ref()),
             ceiling: ctx.ceiling_scopes.as_ref(),
+            subject: match ctx.entitlement {
+                Entitlement::Agent(a) if self.policy.agents[a].id == ctx.agent.id => None,
+                other => Some(other),
+            },
         };
         audit::note(|t| {
             if t.agent.as_deref() != Some(ctx.agent.id.as_str()) {
@@ -252,7 +279,9 @@ impl Broker {
                 "the subject_token expires now; nothing is left to exchange",
             ));
         }
+        let entitlement = self.policy.entitlement_claim(ctx.entitlement);
         let spec = MintSpec {
+            entitlement: Some(&entitlement),
             sub: &ctx.sub,
             aud: &permit.server.resource,
             client_id: &ctx.agent.id,
@@ -284,6 +313,7 @@ impl Broker {
             rule: ctx.rule,
             server: permit.server.id.clone(),
             exp,
+            actors: ctx.act.as_ref().map(Act::chain).unwrap_or_default(),
             act: ctx.act,
         })
     }

@@ -139,6 +139,7 @@ fn every_policy_and_own_token_error_text_is_inside_the_set() {
         Deny::NotAllowed { agent: "a".into(), server: "s".into() },
         Deny::NoScope { agent: "a".into(), server: "s".into(), requested: true },
         Deny::NoScope { agent: "a".into(), server: "s".into(), requested: false },
+        Deny::SubjectNotAllowed { subject: "delegation rule 'r'".into(), server: "s".into() },
     ];
     for d in &denies {
         match d {
@@ -146,7 +147,8 @@ fn every_policy_and_own_token_error_text_is_inside_the_set() {
             | Deny::MultipleTargets
             | Deny::UnknownTarget(_)
             | Deny::NotAllowed { .. }
-            | Deny::NoScope { .. } => {}
+            | Deny::NoScope { .. }
+            | Deny::SubjectNotAllowed { .. } => {}
         }
         assert_inside(&d.to_oauth().description);
     }

@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::client_auth::{check, AuthError, Expect, JwtError, Role, TypRule};
 use crate::policy::{Agent, Server};
 use crate::protocol::{OAuthError, MAX_TOKEN_LEN};
-use crate::replay::{ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayKey, ReplayStore, Spend};
 use crate::telemetry::SPAN_TARGET;
 use serde_json::{Map, Value};
 use tracing::Instrument;
@@ -157,7 +157,14 @@ impl Broker {
         let jti = checked.claims.jti().unwrap_or_default();
         let until_ms = checked.exp.saturating_add(self.rules.skew.past_secs).saturating_mul(1000);
         let span = tracing::info_span!(target: SPAN_TARGET, "replay.spend", backend = self.replay.kind());
-        match self.replay.spend(&ReplayKey::for_jti(&namespace, jti), until_ms).instrument(span).await {
+        let times = AssertionTimes {
+            iat: checked.claims.iat(),
+            nbf: checked.claims.nbf(),
+            exp: checked.exp,
+            lifetime_capped: true,
+        };
+        match self.replay.spend(&ReplayKey::for_jti(&namespace, jti), until_ms, &times).instrument(span).await
+        {
             Ok(Spend::Fresh) => Ok(checked.who),
             Ok(Spend::Replayed) => {
                 self.shared.metrics.replay_refused();

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agent;
 pub mod broker;
 pub mod client_auth;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod mint;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
+pub mod proxy;
 pub mod ratelimit;
 pub mod reload;
 pub mod replay;

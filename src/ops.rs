@@ -69,17 +69,11 @@ pub fn revoke(
     if exp <= now {
         return Ok(format!("token {jti} has already expired; nothing to revoke"));
     }
-    let r = &settings.replay;
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let store = RedisStore::new(
-            &r.redis_url,
-            &r.key_prefix,
-            Duration::from_millis(r.command_timeout_ms.max(1000)),
-            clock.clone(),
-        )
-        .map_err(|e| format!("replay.redis_url: {e}"))?;
+        let config = crate::startup::redis_config(settings).map_err(|e| e.to_string())?;
+        let store = RedisStore::new(&config, clock.clone()).map_err(|e| format!("replay: {e}"))?;
         let store = Arc::new(AnyReplayStore::Redis(Box::new(store)));
         crate::revocation::Revocations::new(store, clock).revoke(&jti, exp).await.map_err(|e| e.to_string())
     })?;

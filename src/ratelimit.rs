@@ -46,7 +46,6 @@ pub enum Verdict {
 
 pub struct RateLimiter {
     store: Arc<AnyReplayStore>,
-    script: redis::Script,
     /// Memory backend: agent id ▶ TAT (ms).
     memory: Mutex<HashMap<String, f64>>,
     clock: SharedClock,
@@ -58,7 +57,7 @@ fn interval_ms(limit: RateLimit) -> f64 {
 
 impl RateLimiter {
     pub fn new(store: Arc<AnyReplayStore>, clock: SharedClock) -> RateLimiter {
-        RateLimiter { store, script: redis::Script::new(GCRA), memory: Mutex::new(HashMap::new()), clock }
+        RateLimiter { store, memory: Mutex::new(HashMap::new()), clock }
     }
 
     /// Take one token from `agent`'s budget, if there is one.
@@ -69,9 +68,16 @@ impl RateLimiter {
                 use sha2::{Digest, Sha256};
                 let id = hex::encode(&Sha256::digest(agent.as_bytes())[..16]);
                 let key = format!("{}rl:{{{id}}}", r.prefix());
-                let mut inv = self.script.key(key);
-                inv.arg(interval).arg(limit.burst);
-                let (allowed, retry): (i64, i64) = r.invoke(&inv).await?;
+                // EVAL (not EVALSHA): one round trip whatever the server's script cache holds.
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(GCRA).arg(1).arg(&key).arg(interval).arg(limit.burst);
+                let (allowed, retry) = match r.command(&key, cmd).await? {
+                    redis::Value::Array(v) => match v.as_slice() {
+                        [redis::Value::Int(a), redis::Value::Int(b)] => (*a, *b),
+                        _ => return Err(ReplayError::Unavailable("unexpected rate limit reply".into())),
+                    },
+                    _ => return Err(ReplayError::Unavailable("unexpected rate limit reply".into())),
+                };
                 Ok(if allowed == 1 {
                     Verdict::Allowed
                 } else {

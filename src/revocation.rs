@@ -44,9 +44,10 @@ impl Revocations {
         let ttl_ms = (until_ms - now_ms).max(1);
         match &*self.store {
             AnyReplayStore::Redis(r) => {
+                let key = Self::redis_key(r.prefix(), &d);
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(Self::redis_key(r.prefix(), &d)).arg(1).arg("PX").arg(ttl_ms);
-                r.query::<()>(&cmd).await
+                cmd.arg(&key).arg(1).arg("PX").arg(ttl_ms);
+                r.command(&key, cmd).await.map(|_| ())
             }
             AnyReplayStore::Memory(_) => {
                 let mut m =
@@ -68,9 +69,13 @@ impl Revocations {
         let d = digest(jti);
         match &*self.store {
             AnyReplayStore::Redis(r) => {
+                let key = Self::redis_key(r.prefix(), &d);
                 let mut cmd = redis::cmd("EXISTS");
-                cmd.arg(Self::redis_key(r.prefix(), &d));
-                Ok(r.query::<i64>(&cmd).await? > 0)
+                cmd.arg(&key);
+                match r.command(&key, cmd).await? {
+                    redis::Value::Int(n) => Ok(n > 0),
+                    other => Err(ReplayError::Unavailable(format!("unexpected EXISTS reply {other:?}"))),
+                }
             }
             AnyReplayStore::Memory(_) => {
                 let now_ms = self.clock.now_ms();

@@ -3,13 +3,13 @@
 use crate::broker::{Broker, Shared};
 use crate::client_auth::{AssertionRules, Skew};
 use crate::clock::SharedClock;
-use crate::config::{check_issuer, ReplayBackend, Settings};
-use crate::crypto::SigningKey;
+use crate::config::{check_issuer, RedisTopology, ReplayBackend, Settings};
+use crate::crypto::{SigningKey, VerifyingKey};
 use crate::issuers::Issuers;
 use crate::mint::TokenIssuer;
 use crate::policy::{Lifetimes, Policy, PolicyError};
 use crate::reload::{Current, ReloadContext, Reloader, Served};
-use crate::replay::{AnyReplayStore, MemoryStore, RedisStore};
+use crate::replay::{AnyReplayStore, MemoryStore, RedisConfig, RedisStore, Tolerances, Topology};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,10 +57,11 @@ pub fn load_policy(settings: &Settings, mode: Mode) -> Result<Policy, StartupErr
 
 fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
     let example = Policy::from_sources(&[(EXAMPLE_POLICY_NAME.into(), EXAMPLE_POLICY.into())])?;
-    let public: Vec<&str> =
-        example.agents.iter().flat_map(|a| a.keys.iter().map(|k| k.thumbprint())).collect();
+    // Compared as key material (what equal thumbprints say), so that a policy of 100 000
+    // agents is not hashed at every start.
+    let public: Vec<&VerifyingKey> = example.agents.iter().flat_map(|a| a.keys.iter()).collect();
     for agent in &policy.agents {
-        if agent.keys.iter().any(|k| public.contains(&k.thumbprint())) {
+        if agent.keys.iter().any(|k| public.iter().any(|p| p.same_public_key(k))) {
             return Err(StartupError::Policy(PolicyError {
                 file: agent.source.clone(),
                 reason: format!(
@@ -178,6 +179,48 @@ pub fn token_issuer(settings: &Settings, issuer: &str, dev: &DevKey) -> Result<T
     TokenIssuer::new(issuer.to_string(), active, published).map_err(|e| StartupError::Key(e.to_string()))
 }
 
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The Redis store's settings as plain values: where it is, and the checklist's tolerances
+/// (the loss window must use exactly what the checklist enforces).
+pub fn redis_config(settings: &Settings) -> Result<RedisConfig, StartupError> {
+    let r = &settings.replay;
+    let t = &settings.tokens;
+    let topology = match r.topology {
+        RedisTopology::Single => Topology::Single { url: r.redis_url.clone() },
+        RedisTopology::Sentinel => Topology::Sentinel {
+            sentinels: r.nodes.clone(),
+            master_name: r.sentinel_master.clone().unwrap_or_default(),
+            master_url: r.redis_url.clone(),
+        },
+        RedisTopology::Cluster => Topology::Cluster { nodes: r.nodes.clone() },
+    };
+    let tls_ca_pem = match &r.tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartupError::Config(format!("replay.tls_ca_file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok(RedisConfig {
+        topology,
+        tls_ca_pem,
+        key_prefix: r.key_prefix.clone(),
+        command_timeout: Duration::from_millis(r.command_timeout_ms),
+        min_replica_acks: r.min_replica_acks,
+        replica_ack_timeout_ms: r.replica_ack_timeout_ms,
+        tolerances: Tolerances {
+            max_lifetime_secs: as_i64(t.max_assertion_lifetime_secs),
+            // Exactly what the checklist enforces (client_auth::checklist): iat/nbf at most
+            // future_skew_secs ahead, exp at most max lifetime + future_skew_secs ahead.
+            future_skew_secs: as_i64(t.future_skew_secs),
+            past_skew_secs: as_i64(t.clock_skew_secs),
+        },
+    })
+}
+
 /// Build the broker: policy, signing key, replay store, limits. `issuer` is already checked.
 pub fn build_broker(
     settings: &Settings,
@@ -267,8 +310,8 @@ pub fn build_replay(
     });
     Ok(match backend {
         ReplayBackend::Memory => {
-            // An entry lives until the assertion's exp (at most max lifetime + skew ahead)
-            // plus the skew; a full store refuses (503) rather than forget.
+            // An entry lives until the assertion's exp (at most max lifetime + future skew
+            // ahead) plus the past skew; a full store refuses (503) rather than forget.
             let t = &settings.tokens;
             let longest = t
                 .max_assertion_lifetime_secs
@@ -286,15 +329,12 @@ pub fn build_replay(
             );
             AnyReplayStore::Memory(MemoryStore::new(r.memory_capacity, clock.clone()))
         }
-        ReplayBackend::Redis => AnyReplayStore::Redis(Box::new(
-            RedisStore::new(
-                &r.redis_url,
-                &r.key_prefix,
-                Duration::from_millis(r.command_timeout_ms),
-                clock.clone(),
-            )
-            .map_err(|e| StartupError::Config(format!("replay.redis_url: {e}")))?,
-        )),
+        ReplayBackend::Redis => {
+            let store = RedisStore::new(&redis_config(settings)?, clock.clone())
+                .map_err(|e| StartupError::Config(format!("replay: {e}")))?;
+            store.check_in_background(Duration::from_secs(600));
+            AnyReplayStore::Redis(Box::new(store))
+        }
     })
 }
 

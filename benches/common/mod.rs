@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each bench binary uses a different part
 
+pub mod generated;
+
 use agent_sts::crypto::{self, Alg, SigningKey};
 use agent_sts::protocol::{ASSERTION_TYPE_JWT_BEARER, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE};
 
@@ -42,6 +44,24 @@ impl AgentKey {
             signer,
             header,
         }
+    }
+
+    /// Any claims, signed with this key (header `{alg, typ: "JWT"}`, no `kid`): a platform's
+    /// token when this key stands for a trusted issuer's.
+    pub fn sign_claims(&self, claims: &serde_json::Value) -> String {
+        self.signer.sign_compact(&self.header, claims.to_string().as_bytes()).expect("sign claims")
+    }
+
+    /// A CI platform's OIDC token (GitHub Actions' shape) from issuer `iss` for audience `aud`.
+    pub fn platform_token(&self, iss: &str, aud: &str, now: i64) -> String {
+        self.sign_claims(&serde_json::json!({
+            "iss": iss, "aud": aud, "sub": "repo:acme/infra:ref:refs/heads/main",
+            "jti": uuid_v4(), "iat": now, "nbf": now - 5, "exp": now + 300,
+            "ref": "refs/heads/main", "ref_type": "branch", "repository": "acme/infra",
+            "repository_id": "89012345", "repository_owner": "acme", "repository_owner_id": "1234567",
+            "job_workflow_ref": "acme/infra/.github/workflows/deploy.yml@refs/heads/main",
+            "run_id": "7001", "run_attempt": "1", "event_name": "push", "environment": "production"
+        }))
     }
 
     /// A client assertion (RFC 7523 §3) for `aud`, valid from `now` for `lifetime` seconds.
@@ -86,6 +106,26 @@ pub fn policy_toml(agents: &[&AgentKey]) -> String {
         ));
     }
     out
+}
+
+/// A trusted issuer with `keys` inline (so nothing is fetched) and a GitHub-style federation
+/// rule that maps its deploy-workflow tokens to `agent` (which `policy_toml` registered).
+pub fn federation_toml(iss: &str, keys: &[&AgentKey], agent: &str) -> String {
+    let jwks: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let v: toml::Value =
+                serde_json::from_value(serde_json::Value::Object(k.public_jwk.clone())).expect("JWK as TOML");
+            v.to_string()
+        })
+        .collect();
+    format!(
+        "[[issuer]]\nid = \"platform\"\nissuer = \"{iss}\"\nkeys = [{}]\nalgorithms = [\"RS256\", \"ES256\"]\nmax_token_age_secs = 600\n\n\
+         [[federation]]\nid = \"deploy\"\nissuer = \"platform\"\nagent = \"{agent}\"\n[federation.claims]\n\
+         repository_owner_id = \"1234567\"\nrepository_id = \"89012345\"\nref = \"refs/heads/main\"\n\
+         job_workflow_ref = {{ glob = \"acme/infra/.github/workflows/deploy.yml@*\" }}\n",
+        jwks.join(", ")
+    )
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {

@@ -34,7 +34,7 @@ pub struct Skew {
 
 /// Which `typ` header values a kind of JWT may carry, as bare lower-case media types
 /// (compared per RFC 7515 section 4.1.9, see [`crate::crypto::Typ`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TypRule {
     pub absent_ok: bool,
     pub accepted: &'static [&'static str],

@@ -14,7 +14,7 @@ use crate::crypto::{sha256_hex, CompactJws, VerifyingKey};
 use crate::issuers::{IssuerConfig, Issuers, LookupError};
 use crate::policy::{KeySelectError, Policy};
 use crate::protocol::MAX_TOKEN_LEN;
-use crate::replay::{ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayKey, ReplayStore, Spend};
 use std::sync::Arc;
 
 /// A trusted issuer's token that passed every check (and, for a single-use issuer, whose
@@ -35,6 +35,9 @@ pub struct IssuedRules<'a> {
     /// The `aud` of an issuer that configures no `audience`: this broker's issuer.
     pub default_audience: &'a str,
     pub skew: Skew,
+    /// An ID-JAG: `aud` is this broker's issuer whatever the issuer's `audience`, a `jti`
+    /// is required and spent whatever the issuer's `single_use`.
+    pub id_jag: bool,
 }
 
 fn lookup_error(e: LookupError) -> JwtError {
@@ -60,13 +63,14 @@ fn run(
     refetched: Option<Arc<VerifyingKey>>,
 ) -> Result<Checked<()>, JwtError> {
     let config = issuer.map(|i| &policy.issuers[i]);
-    let audience = [config.and_then(|c| c.audience.as_deref()).unwrap_or(rules.default_audience)];
+    let configured = config.and_then(|c| c.audience.as_deref()).filter(|_| !rules.id_jag);
+    let audience = [configured.unwrap_or(rules.default_audience)];
     let expect = Expect {
         typ: rules.typ,
         audiences: Some(&audience),
         max_lifetime_secs: None,
         max_age_secs: config.and_then(|c| c.max_token_age_secs).map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-        require_jti: false,
+        require_jti: rules.id_jag,
         skew: rules.skew,
     };
     check_parsed(jws, &expect, now, |header, claims| {
@@ -114,13 +118,19 @@ pub async fn verify_issued<'p, S: ReplayStore>(
     };
     let index = issuer.ok_or(JwtError::UnknownIssuer)?;
     let config = &policy.issuers[index];
-    if config.single_use {
+    if config.single_use || rules.id_jag {
         let id = match checked.claims.jti() {
             Some(j) if !j.is_empty() && j.len() <= MAX_JTI_LEN => format!("jti:{j}"),
             _ => format!("sha256:{}", sha256_hex(&[raw.as_bytes()])),
         };
         let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-        if store.spend(&ReplayKey::for_jti(&config.issuer, &id), until_ms).await? == Spend::Replayed {
+        let times = AssertionTimes {
+            iat: checked.claims.iat(),
+            nbf: checked.claims.nbf(),
+            exp: checked.exp,
+            lifetime_capped: false,
+        };
+        if store.spend(&ReplayKey::for_jti(&config.issuer, &id), until_ms, &times).await? == Spend::Replayed {
             return Err(AuthError::Replayed);
         }
     }
@@ -130,8 +140,12 @@ pub async fn verify_issued<'p, S: ReplayStore>(
 /// Whether a token's (unverified) `iss` names a trusted issuer: how grants tell a platform
 /// or user token from an agent's assertion before checking either.
 pub fn names_trusted_issuer(raw: &str, policy: &Policy) -> bool {
+    trusted_issuer_of(raw, policy).is_some()
+}
+
+/// The trusted issuer (policy index) a token's unverified `iss` names, if any.
+pub fn trusted_issuer_of(raw: &str, policy: &Policy) -> Option<usize> {
     CompactJws::parse(raw, MAX_TOKEN_LEN)
         .ok()
         .and_then(|j| j.payload.get("iss").and_then(|v| v.as_str()).and_then(|i| policy.issuer_by_iss(i)))
-        .is_some()
 }

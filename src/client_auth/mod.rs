@@ -11,12 +11,12 @@ pub mod checklist;
 mod issued;
 
 pub use checklist::{check, check_parsed, Checked, Expect, JwtError, Skew, TypRule};
-pub use issued::{names_trusted_issuer, verify_issued, IssuedRules, IssuedToken};
+pub use issued::{names_trusted_issuer, trusted_issuer_of, verify_issued, IssuedRules, IssuedToken};
 
 use crate::crypto::VerifyingKey;
 use crate::policy::{Agent, Policy};
 use crate::protocol::OAuthError;
-use crate::replay::{ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayError, ReplayKey, ReplayStore, Spend};
 
 /// Where a JWT was presented; it decides the error code of a refusal and names the
 /// parameter in the description.
@@ -71,9 +71,7 @@ pub enum AuthError {
 impl AuthError {
     pub fn to_oauth(&self, role: Role) -> OAuthError {
         match self {
-            AuthError::Store(_) => {
-                return OAuthError::unavailable("the replay store is unavailable; retry shortly")
-            }
+            AuthError::Store(e) => return e.to_oauth(),
             AuthError::Jwt(JwtError::KeysUnavailable) => {
                 return OAuthError::unavailable(format!(
                     "{}: the keys of its issuer are not available yet (fail closed); retry shortly",
@@ -167,7 +165,13 @@ pub async fn verify<'p, S: ReplayStore>(
     let jti = checked.claims.jti().unwrap_or_default().to_string();
     // 7.
     let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms).await? {
+    let times = AssertionTimes {
+        iat: checked.claims.iat(),
+        nbf: checked.claims.nbf(),
+        exp: checked.exp,
+        lifetime_capped: true,
+    };
+    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms, &times).await? {
         Spend::Fresh => Ok(VerifiedAssertion {
             agent,
             jti,

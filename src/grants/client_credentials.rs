@@ -20,9 +20,11 @@ pub(crate) async fn client_credentials<'b>(
         sub: agent.id.clone(),
         act: None,
         ceiling_scopes: None,
+        default_request: None,
         ceiling_exp: None,
         issued_token_type: None,
         issuer: None,
         rule: None,
+        entitlement: broker.own_entitlement(agent),
     })
 }

@@ -45,9 +45,11 @@ pub(crate) async fn federated<'b>(
         sub: sub.to_string(),
         act: None,
         ceiling_scopes: None,
+        default_request: None,
         ceiling_exp: None,
         issued_token_type,
         issuer: Some(token.config.id.clone()),
         rule: Some(rule.id.clone()),
+        entitlement: crate::policy::Entitlement::Federation(rule.index),
     })
 }

@@ -14,7 +14,7 @@
 use crate::broker::{Broker, ExchangeContext};
 use crate::client_auth::{Role, TypRule};
 use crate::crypto::CompactJws;
-use crate::mint::{Act, MAX_ACT_DEPTH};
+use crate::mint::Act;
 use crate::policy::Agent;
 use crate::protocol::{
     ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken, MAX_TOKEN_LEN,
@@ -70,9 +70,12 @@ pub(crate) async fn token_exchange<'b>(
             let typ = if subject.token_type == jwt { trusted_typ } else { TypRule::ID_TOKEN };
             crate::grants::federated(broker, None, &subject.token, Role::SubjectToken, typ, Some(ISSUED), now).await
         }
-        (Subject::Trusted, _) if actor.is_some() => Err(OAuthError::invalid_request(
-            "subject_token: a trusted issuer's token with an actor is an on-behalf-of exchange, which needs a [[delegation]] rule; none applies",
-        )),
+        (Subject::Trusted, TokenType::AccessToken | TokenType::Jwt | TokenType::IdToken) => match actor {
+            Some(actor) => crate::grants::on_behalf_of(broker, &subject.token, subject.token_type, actor, now).await,
+            None => Err(OAuthError::invalid_request(
+                "subject_token: a trusted issuer's access token needs an actor (client authentication or actor_token): an agent acting on behalf of its subject",
+            )),
+        },
         (Subject::Agent | Subject::Unparsed, TokenType::Jwt) => {
             let a = ClientAssertion(subject.token.clone());
             let subject_agent = broker.verify_assertion(&a, None, Role::SubjectToken, now).await?.agent;
@@ -86,10 +89,12 @@ pub(crate) async fn token_exchange<'b>(
                 sub: subject_agent.id.clone(),
                 act: Some(Act { sub: subject_agent.id.clone(), act: None }),
                 ceiling_scopes: None,
+                default_request: None,
                 ceiling_exp: None,
                 issued_token_type: Some(ISSUED),
                 issuer: None,
                 rule: None,
+                entitlement: broker.own_entitlement(subject_agent),
             })
         }
         (Subject::Unknown, _) => Err(OAuthError::invalid_request(
@@ -141,6 +146,13 @@ fn subject_kind(broker: &Broker, raw: &str) -> Subject {
     }
 }
 
+/// A token of this broker, exchanged by the agent it was issued to (re-scoping it for
+/// another server it may reach) or by the operator of its audience (carrying it one hop
+/// further, for the same subject). `sub` stays; `act` nests with the new actor outermost
+/// (RFC 8693 section 4.1) and is never dropped or rewritten; the chain is capped by
+/// `[chains] max_actors`; scopes are capped by the subject's entitlement on the new server,
+/// the actor's allowance there, the subject token's own scopes and the request; `exp` by the
+/// subject token's.
 async fn exchange_own_token<'b>(
     broker: &'b Broker,
     raw: &str,
@@ -158,30 +170,42 @@ async fn exchange_own_token<'b>(
             "exchanging an access token needs the agent's client authentication (RFC 7523 section 2.2)",
         )
     })?;
-    if actor.id != claims.client_id {
-        return Err(OAuthError::invalid_request(
-            "only the agent a subject_token was issued to may exchange it",
-        ));
+    let policy = &broker.policy;
+    if !policy.may_exchange(&actor.id, &claims.client_id, &claims.aud) {
+        return Err(OAuthError::invalid_request(format!(
+            "subject_token: only the agent it was issued to ('{}'), or the operator of its audience, may exchange it",
+            claims.client_id
+        )));
     }
-    let ceiling = ScopeSet::parse(&claims.scope)
-        .map_err(|_| OAuthError::invalid_request("subject_token scope is malformed"))?;
-    // RFC 8693 §4.1: the current actor outermost, prior actors nested. The same actor acting
-    // again is not a new hop.
-    let act = match claims.act {
-        Some(prior) if prior.sub == actor.id => prior,
-        prior => Act { sub: actor.id.clone(), act: prior.map(Box::new) },
+    // What the subject may have, from the token; fail closed when the policy no longer has it.
+    let entitlement = match &claims.entitlement {
+        Some(e) => policy.entitlement_from_claim(e).ok_or_else(|| {
+            OAuthError::invalid_request(format!(
+                "subject_token: its entitlement '{e}' is no longer in the policy"
+            ))
+        })?,
+        // A token from before entitlements were recorded: an agent's own token only.
+        None if claims.act.is_none() && claims.sub == claims.client_id => {
+            policy.agent_index(&claims.client_id).map(crate::policy::Entitlement::Agent).ok_or_else(|| {
+                OAuthError::invalid_request("subject_token: its agent is no longer in the policy")
+            })?
+        }
+        None => return Err(OAuthError::invalid_request("subject_token: records no entitlement")),
     };
-    if act.depth() > MAX_ACT_DEPTH {
-        return Err(OAuthError::invalid_request("the act chain is too deep"));
-    }
+    let ceiling = ScopeSet::parse(&claims.scope)
+        .map_err(|_| OAuthError::invalid_request("subject_token: its scope is malformed"))?;
+    let act = Act::nest(claims.act, &actor.id);
+    policy.check_chain(&act).map_err(OAuthError::invalid_request)?;
     Ok(ExchangeContext {
         agent: actor,
         sub: claims.sub,
         act: Some(act),
         ceiling_scopes: Some(ceiling),
+        default_request: None,
         ceiling_exp: Some(claims.exp),
         issued_token_type: Some(ISSUED),
         issuer: None,
         rule: None,
+        entitlement,
     })
 }

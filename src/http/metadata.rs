@@ -29,7 +29,6 @@ pub(crate) fn document(broker: &Broker) -> web::Bytes {
         "authorization_endpoint": format!("{issuer}/authorize"),
         "response_types_supported": ["code"],
         "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "scopes_supported": scopes,
         // RFC 7662 and RFC 7009, for MCP servers with keys in the policy (and agents, to revoke).
@@ -39,6 +38,9 @@ pub(crate) fn document(broker: &Broker) -> web::Bytes {
         "revocation_endpoint": format!("{issuer}/revoke"),
         "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
         "revocation_endpoint_auth_signing_alg_values_supported": algs,
+        // MCP enterprise-managed authorization: ID-JAGs are redeemed with the jwt-bearer grant.
+        "authorization_grant_profiles_supported": ["urn:ietf:params:oauth:grant-profile:id-jag"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
     });
     web::Bytes::from(doc.to_string())
 }

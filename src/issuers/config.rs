@@ -10,6 +10,7 @@
 //! audience = "https://sts.example.com"   # default: the broker's issuer
 //! max_token_age_secs = 900   # optional: refuse tokens issued longer ago than this
 //! single_use = true          # default: each token is spent once (its jti)
+//! id_jag = false             # trusted to issue ID-JAGs (enterprise-managed authorization)
 //! ```
 
 use super::jwks::{parse_jwk, KeySet};
@@ -33,6 +34,9 @@ pub struct IssuerToml {
     pub audience: Option<String>,
     pub max_token_age_secs: Option<u64>,
     pub single_use: Option<bool>,
+    /// Trusted to issue Identity Assertion JWT Authorization Grants (ID-JAGs).
+    #[serde(default)]
+    pub id_jag: bool,
 }
 
 /// Where an issuer's keys come from.
@@ -72,6 +76,8 @@ pub struct IssuerConfig {
     pub max_token_age_secs: Option<u64>,
     /// Spend each token's `jti` (or a hash of the token) in the replay store.
     pub single_use: bool,
+    /// Trusted to issue ID-JAGs (Identity Assertion JWT Authorization Grants).
+    pub id_jag: bool,
     /// The policy file it came from (not part of equality).
     pub file: String,
 }
@@ -84,6 +90,7 @@ impl PartialEq for IssuerConfig {
             && self.audience == other.audience
             && self.max_token_age_secs == other.max_token_age_secs
             && self.single_use == other.single_use
+            && self.id_jag == other.id_jag
     }
 }
 
@@ -138,6 +145,7 @@ impl IssuerConfig {
             audience: t.audience.clone(),
             max_token_age_secs: t.max_token_age_secs,
             single_use: t.single_use.unwrap_or(true),
+            id_jag: t.id_jag,
             file: file.to_string(),
         })
     }

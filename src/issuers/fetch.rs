@@ -13,6 +13,7 @@
 use super::config::check_url;
 use crate::config::IssuerFetchSettings;
 use reqwest::header::{HeaderMap, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// The `[issuers]` settings as durations.
@@ -95,9 +96,15 @@ pub struct Document {
 }
 
 /// Shared HTTP client with the fetch bounds.
+///
+/// The `reqwest::Client` is built on first use, on a blocking thread: with native-tls it
+/// loads the system's CA bundle, which takes tens of milliseconds, so neither start-up nor
+/// a broker with no fetched issuer pays for it. The CA file is checked at once.
 #[derive(Debug)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    client: Arc<OnceLock<Result<reqwest::Client, String>>>,
+    timeout: Duration,
+    extra_roots: Vec<reqwest::Certificate>,
     max_bytes: usize,
     /// Told the result of every key refresh (metrics: `agent_sts_issuer_key_fetches_total`).
     observer: std::sync::OnceLock<Observer>,
@@ -114,23 +121,24 @@ impl std::fmt::Debug for Observer {
 
 impl Fetcher {
     pub fn new(settings: &FetchSettings) -> Result<Fetcher, String> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
-            .user_agent(concat!("agent-sts/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &settings.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("issuers.ca_file: not a PEM certificate bundle: {e}"))?;
-            if certs.is_empty() {
-                return Err("issuers.ca_file: no certificate in the file".into());
+        let extra_roots = match &settings.ca_pem {
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| format!("issuers.ca_file: not a PEM certificate bundle: {e}"))?;
+                if certs.is_empty() {
+                    return Err("issuers.ca_file: no certificate in the file".into());
+                }
+                certs
             }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
-        Ok(Fetcher { client, max_bytes: settings.max_bytes, observer: std::sync::OnceLock::new() })
+            None => Vec::new(),
+        };
+        Ok(Fetcher {
+            client: Arc::new(OnceLock::new()),
+            timeout: settings.timeout,
+            extra_roots,
+            max_bytes: settings.max_bytes,
+            observer: std::sync::OnceLock::new(),
+        })
     }
 
     /// Set the observer of refresh results (once; later calls are ignored).
@@ -145,12 +153,35 @@ impl Fetcher {
         }
     }
 
+    async fn client(&self) -> Result<reqwest::Client, String> {
+        if let Some(built) = self.client.get() {
+            return built.clone();
+        }
+        let (cell, timeout, roots) = (self.client.clone(), self.timeout, self.extra_roots.clone());
+        let build = move || {
+            cell.get_or_init(|| {
+                let mut builder = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .user_agent(concat!("agent-sts/", env!("CARGO_PKG_VERSION")));
+                for c in roots {
+                    builder = builder.add_root_certificate(c);
+                }
+                builder.build().map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
+            })
+            .clone()
+        };
+        tokio::task::spawn_blocking(build).await.map_err(|e| format!("cannot build the HTTP client: {e}"))?
+    }
+
     /// GET a JSON document within the bounds. The error says why, for logs and status (it
     /// names the URL, never a body).
     pub async fn get_json(&self, url: &str) -> Result<Document, String> {
         check_url(url, false).map_err(|e| format!("{url} {e}"))?;
         let mut resp = self
-            .client
+            .client()
+            .await?
             .get(url)
             .header(ACCEPT, "application/jwk-set+json, application/json")
             .send()

@@ -230,3 +230,48 @@ impl Drop for Issuers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shared by every HTTP worker.
+    #[test]
+    fn the_registry_and_its_issuers_are_send_and_sync() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<Issuers>();
+        shared::<Arc<IssuerKeys>>();
+    }
+
+    #[test]
+    fn start_needs_a_runtime_and_inline_issuers_need_no_task() {
+        let pair = crate::crypto::generate_key_pair(crate::crypto::Alg::ES256, Some("k")).expect("gen");
+        let t = IssuerToml {
+            id: "inline".into(),
+            issuer: "https://inline.example".into(),
+            keys: Some(vec![pair.public_jwk]),
+            jwks_uri: None,
+            discovery: false,
+            algorithms: None,
+            audience: None,
+            max_token_age_secs: None,
+            single_use: Some(false),
+            id_jag: false,
+        };
+        let c = IssuerConfig::from_toml("p.toml", &t).expect("valid");
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let issuers = Issuers::with_settings(FetchSettings::default(), clock, &[c]).expect("registry");
+        assert!(issuers.start().is_err(), "no runtime here");
+        let keys = issuers.get("https://inline.example").expect("listed");
+        assert!(keys.lookup(Some("k"), crate::crypto::Alg::ES256).is_ok());
+        assert!(!keys.config().single_use);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        runtime.block_on(async {
+            issuers.start().expect("start");
+            // No task for inline keys: an unknown kid answers at once, with no fetch.
+            let got = keys.lookup_or_refetch(Some("other"), crate::crypto::Alg::ES256).await;
+            assert_eq!(got.unwrap_err(), LookupError::UnknownKid);
+        });
+        assert!(issuers.lock().tasks.is_empty());
+    }
+}

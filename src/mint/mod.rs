@@ -19,6 +19,28 @@ impl Act {
     pub fn depth(&self) -> usize {
         1 + self.act.as_ref().map_or(0, |a| a.depth())
     }
+
+    /// The `act` of a token exchanged by `actor` whose subject token carried `prior`
+    /// (RFC 8693 section 4.1): the new actor outermost, prior actors nested inside, never
+    /// dropped or rewritten; the same actor acting again (re-scoping its own token) is not a
+    /// new hop.
+    pub fn nest(prior: Option<Act>, actor: &str) -> Act {
+        match prior {
+            Some(prior) if prior.sub == actor => prior,
+            prior => Act { sub: actor.to_string(), act: prior.map(Box::new) },
+        }
+    }
+
+    /// The actors, current one first.
+    pub fn chain(&self) -> Vec<String> {
+        let mut out = vec![self.sub.clone()];
+        let mut next = self.act.as_deref();
+        while let Some(a) = next {
+            out.push(a.sub.clone());
+            next = a.act.as_deref();
+        }
+        out
+    }
 }
 
 /// The deepest `act` chain accepted in a token we verify.
@@ -36,6 +58,10 @@ struct AccessTokenClaims<'a> {
     jti: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<&'a Act>,
+    /// What the subject may have by policy (`agent:<id>`, `federation:<rule>`,
+    /// `delegation:<rule>`): caps any later exchange of this token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entitlement: Option<&'a str>,
 }
 
 /// What to put in a token.
@@ -48,6 +74,7 @@ pub struct MintSpec<'a> {
     pub iat: i64,
     pub exp: i64,
     pub act: Option<&'a Act>,
+    pub entitlement: Option<&'a str>,
 }
 
 pub struct Minted {
@@ -68,6 +95,8 @@ pub struct IssuedClaims {
     pub jti: String,
     #[serde(default)]
     pub act: Option<Act>,
+    #[serde(default)]
+    pub entitlement: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,6 +173,7 @@ impl TokenIssuer {
             exp: spec.exp,
             jti: &jti,
             act: spec.act,
+            entitlement: spec.entitlement,
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| KeyError::Sign)?;
         let token = self.key.sign_compact(&self.encoded_header, &payload)?;
@@ -198,6 +228,7 @@ impl TokenIssuer {
             exp: checked.exp,
             jti: string("jti")?,
             act,
+            entitlement: c.str("entitlement").map(str::to_string),
         })
     }
 }
@@ -224,6 +255,7 @@ mod tests {
             iat: 1000,
             exp: 1300,
             act: Some(&act),
+            entitlement: None,
         };
         let m = t.mint(&spec).expect("mint");
         let c = t.verify_own(&m.token, 1100).expect("verifies");
@@ -250,6 +282,7 @@ mod tests {
             iat: 0,
             exp: 100,
             act: None,
+            entitlement: None,
         };
         let m = b.mint(&spec).expect("mint");
         assert_eq!(
@@ -259,7 +292,16 @@ mod tests {
     }
 
     fn spec_for<'a>(scopes: &'a ScopeSet, act: Option<&'a Act>) -> MintSpec<'a> {
-        MintSpec { sub: "s", aud: "https://mcp.example", client_id: "c", scopes, iat: 0, exp: 100, act }
+        MintSpec {
+            sub: "s",
+            aud: "https://mcp.example",
+            client_id: "c",
+            scopes,
+            iat: 0,
+            exp: 100,
+            act,
+            entitlement: None,
+        }
     }
 
     /// Each identity check of our own tokens refuses on its own: another issuer string, another

@@ -1,7 +1,7 @@
 //! The policy decision: a pure function from the exchange context to a permit or a
 //! denial with its reason. No I/O, no clock reads.
 
-use super::{Agent, Policy, Server};
+use super::{Agent, Entitlement, Policy, Server};
 use crate::protocol::{OAuthError, ScopeSet};
 
 /// Token lifetimes from the configuration: the default, and the cap on every policy value.
@@ -23,6 +23,9 @@ pub struct Decision<'a> {
     pub requested: Option<&'a ScopeSet>,
     /// For exchanges: the subject token's scopes; the result is never wider.
     pub ceiling: Option<&'a ScopeSet>,
+    /// When the subject is not the agent itself (a delegated or carried token): what the
+    /// subject may have by policy; the result is never wider than that either.
+    pub subject: Option<Entitlement>,
 }
 
 #[derive(Debug)]
@@ -39,6 +42,7 @@ pub enum Deny {
     UnknownTarget(String),
     NotAllowed { agent: String, server: String },
     NoScope { agent: String, server: String, requested: bool },
+    SubjectNotAllowed { subject: String, server: String },
 }
 
 impl Deny {
@@ -62,6 +66,9 @@ impl Deny {
             Deny::NoScope { agent, server, requested: false } => OAuthError::invalid_scope(format!(
                 "no scope requested and no default scopes for agent '{agent}' on server '{server}'"
             )),
+            Deny::SubjectNotAllowed { subject, server } => OAuthError::invalid_target(format!(
+                "the token's subject ({subject}) may not reach server '{server}'; a delegated token never exceeds its subject"
+            )),
         }
     }
 }
@@ -74,9 +81,11 @@ fn truncate(s: &str) -> &str {
 }
 
 /// Decide. Steps: (1) resolve every `resource`/`audience` to a server, exactly one;
-/// (2) the agent must have an allowance for it; (3) scopes = requested ∩ allowed (or the
-/// default scopes when none is requested) ∩ ceiling, non-empty; (4) lifetime = the least
-/// of the default, the configured max, the server's max and the agent's max.
+/// (2) the agent must have an allowance for it, and (2b) the subject's entitlement too when
+/// the subject is not the agent; (3) scopes = requested ∩ allowed (or the agent's default
+/// scopes when none is requested) ∩ the subject's entitlement ∩ ceiling, non-empty;
+/// (4) lifetime = the least of the default, the configured max, the server's max and the
+/// agent's max.
 pub fn decide<'p>(policy: &'p Policy, d: &Decision<'_>, lifetimes: Lifetimes) -> Result<Permit<'p>, Deny> {
     // 1. One target.
     let mut target: Option<usize> = None;
@@ -101,11 +110,22 @@ pub fn decide<'p>(policy: &'p Policy, d: &Decision<'_>, lifetimes: Lifetimes) ->
         .allowance(server_idx)
         .ok_or_else(|| Deny::NotAllowed { agent: d.agent.id.clone(), server: server.id.clone() })?;
 
+    // 2b. The subject, when it is not the agent itself, must be entitled to it too.
+    let entitled = match d.subject {
+        None => None,
+        Some(e) => Some(policy.entitlement_allowance(e, server_idx).ok_or_else(|| {
+            Deny::SubjectNotAllowed { subject: policy.entitlement_name(e), server: server.id.clone() }
+        })?),
+    };
+
     // 3. Scopes.
     let mut scopes = match d.requested {
         Some(req) => req.intersection(&allowance.scopes),
-        None => allowance.default_scopes.clone(),
+        None => ScopeSet::clone(&allowance.default_scopes),
     };
+    if let Some(e) = entitled {
+        scopes = scopes.intersection(&e.scopes);
+    }
     if let Some(ceiling) = d.ceiling {
         scopes = scopes.intersection(ceiling);
     }
@@ -184,6 +204,7 @@ default_scopes = ["read"]
             audiences: &audiences,
             requested: requested.as_ref(),
             ceiling: None,
+            subject: None,
         };
         decide(p, &d, LIFE)
             .map(|permit| (permit.server.id.clone(), permit.scopes.to_string(), permit.lifetime_secs))
@@ -241,6 +262,7 @@ default_scopes = ["read"]
             audiences: &[],
             requested: Some(&requested),
             ceiling: Some(&ceiling),
+            subject: None,
         };
         assert_eq!(decide(&p, &d, LIFE).expect("permit").scopes.to_string(), "write");
     }

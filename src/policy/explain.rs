@@ -169,6 +169,7 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
         audiences: &audiences,
         requested: requested.as_ref(),
         ceiling: None,
+        subject: None,
     };
     match decide(policy, &decision, lifetimes) {
         Ok(permit) => {

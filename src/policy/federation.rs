@@ -39,6 +39,8 @@ pub struct FederationDef {
 #[derive(Debug)]
 pub struct FederationRule {
     pub id: String,
+    /// Its index in [`Policy::federation`].
+    pub index: usize,
     /// Index into [`Policy::issuers`].
     pub issuer: usize,
     /// Index into [`Policy::agents`].
@@ -104,7 +106,8 @@ pub(super) fn rule_from_def(
             d.issuer, d.agent
         )));
     }
-    Ok(FederationRule { id: d.id.clone(), issuer, agent, predicates, source: file.to_string() })
+    let index = policy.federation.len();
+    Ok(FederationRule { id: d.id.clone(), index, issuer, agent, predicates, source: file.to_string() })
 }
 
 /// Build the per-issuer index over `rules` (all rules of the policy).

@@ -103,6 +103,12 @@ impl OAuthError {
         OAuthError { code, description: description_text(description.into()), retry_after_secs: None }
     }
 
+    /// Say when to retry (`Retry-After`, for `temporarily_unavailable`).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, d)
     }

@@ -108,6 +108,7 @@ async fn serve_from_config_file_with_env_override() {
     let policy = write_policy(dir.path(), &agent_jwk);
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
+    let prefix = unique_prefix();
     let config = dir.path().join("agent-sts.toml");
     std::fs::write(
         &config,
@@ -119,10 +120,12 @@ async fn serve_from_config_file_with_env_override() {
             policy.display(),
             dir.path().join("signing.pem").display(),
             shared_redis_url(),
-            unique_prefix(),
+            prefix,
         ),
     )
     .expect("write config");
+    // A Redis that has served for long (a missing replay marker would count as a loss).
+    crate::replay_support::seed_single(&shared_redis_url(), &prefix).await.expect("seed markers");
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().expect("utf8")])
         .env("AGENT_STS__TOKENS__DEFAULT_LIFETIME_SECS", "120")

@@ -26,7 +26,12 @@ async fn rfc8414_metadata_is_what_mcp_clients_require() {
     let algs = b["token_endpoint_auth_signing_alg_values_supported"].as_array().expect("array");
     assert_eq!(algs.len(), 5);
     assert!(!algs.iter().any(|a| a == "none" || a.as_str().is_some_and(|s| s.starts_with("HS"))));
-    assert_eq!(b["scopes_supported"], serde_json::json!(["admin", "read", "write"]));
+    assert_eq!(b["scopes_supported"], serde_json::json!(["admin", "ask", "read", "write"]));
+    // MCP enterprise-managed authorization (ID-JAG).
+    assert_eq!(
+        b["authorization_grant_profiles_supported"],
+        serde_json::json!(["urn:ietf:params:oauth:grant-profile:id-jag"])
+    );
     let oidc = app.get("/.well-known/openid-configuration").await;
     assert_eq!(oidc.body, m.body, "both discovery paths serve one document");
     // The token's iss is byte-identical to the metadata issuer.

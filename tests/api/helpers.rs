@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 pub const DOCS: &str = "https://docs.mcp.test/mcp";
 pub const TICKETS: &str = "https://tickets.mcp.test/mcp";
 pub const UNREACHED: &str = "https://unreached.mcp.test/mcp";
+pub const SVC_B: &str = "https://b.mcp.test/mcp";
+pub const SVC_C: &str = "https://c.mcp.test/mcp";
+pub const SVC_D: &str = "https://d.mcp.test/mcp";
+pub const SVC_E: &str = "https://e.mcp.test/mcp";
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -41,11 +45,24 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        let server = Self::spawn_with(port, &[]);
+        server.wait_ready();
+        server
+    }
+
+    /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
+    pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(port, &args)
+    }
+
+    /// `redis-server args...` (a config file first, `--sentinel`, ...) that serves `port`.
+    pub fn spawn_raw(port: u16, args: &[&str]) -> RedisServer {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             cmd.pre_exec(|| {
@@ -56,12 +73,10 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("redis-server must be on PATH for the tests (Debian: apt-get install redis-server; .ci/run installs it)");
-        let server = RedisServer { child: Some(child), port };
-        server.wait_ready();
-        server
+        RedisServer { child: Some(child), port }
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -119,6 +134,8 @@ pub struct AgentKey {
     /// The kid registered in the policy (`None`: registered without one).
     pub kid: Option<String>,
     pub jwk: Map<String, Value>,
+    /// The private key, PKCS#8 PEM (for the CLI and the proxy, which read key files).
+    pub pem: String,
 }
 
 pub struct AgentDef {
@@ -137,7 +154,7 @@ fn agent_key(alg: Alg, kid: Option<&str>) -> AgentKey {
     if alg != Alg::RS256 && alg != Alg::PS256 {
         jwk.remove("alg");
     }
-    AgentKey { key, kid: kid.map(String::from), jwk }
+    AgentKey { key, kid: kid.map(String::from), jwk, pem: pair.private_pem.0 }
 }
 
 /// Keys are generated once per run (RSA generation is slow).
@@ -171,6 +188,31 @@ pub fn agents() -> &'static [AgentDef] {
                 extra: "[[agent.allow]]\nserver = \"tickets\"\nscopes = [\"read\"]\ndefault_scopes = [\"read\"]\n",
             },
             AgentDef { id: "off-bot", keys: vec![agent_key(Alg::ES256, Some("off-1"))], extra: "disabled = true\n" },
+            // Agents of delegation chains (tests/api/delegation.rs): each operates an MCP
+            // server of its own (svc-b is run by agent-b, ...).
+            AgentDef {
+                id: "agent-a",
+                keys: vec![agent_key(Alg::ES256, Some("a-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-b\"\nscopes = [\"ask\", \"read\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"docs\"\nscopes = [\"read\", \"write\"]\ndefault_scopes = [\"read\"]\n",
+            },
+            AgentDef {
+                id: "agent-b",
+                keys: vec![agent_key(Alg::ES256, Some("b-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-c\"\nscopes = [\"ask\", \"read\", \"admin\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"svc-e\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
+            AgentDef {
+                id: "agent-c",
+                keys: vec![agent_key(Alg::ES256, Some("c-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-d\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n\
+                        [[agent.allow]]\nserver = \"svc-c\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
+            AgentDef {
+                id: "agent-d",
+                keys: vec![agent_key(Alg::ES256, Some("d-1"))],
+                extra: "[[agent.allow]]\nserver = \"svc-e\"\nscopes = [\"ask\"]\ndefault_scopes = [\"ask\"]\n",
+            },
             AgentDef {
                 id: "nodefault-bot",
                 keys: vec![agent_key(Alg::ES256, Some("nd-1"))],
@@ -188,7 +230,11 @@ pub fn policy_toml() -> String {
     let mut out = String::from(
         "[[server]]\nid = \"docs\"\nresource = \"https://docs.mcp.test/mcp\"\nscopes = [\"read\", \"write\"]\nmax_token_lifetime_secs = 900\n\n\
          [[server]]\nid = \"tickets\"\nresource = \"https://tickets.mcp.test/mcp\"\nscopes = [\"read\", \"write\", \"admin\"]\n\n\
-         [[server]]\nid = \"unreached\"\nresource = \"https://unreached.mcp.test/mcp\"\nscopes = [\"read\"]\n\n",
+         [[server]]\nid = \"unreached\"\nresource = \"https://unreached.mcp.test/mcp\"\nscopes = [\"read\"]\n\n\
+         [[server]]\nid = \"svc-b\"\nresource = \"https://b.mcp.test/mcp\"\nscopes = [\"ask\", \"read\"]\noperator = \"agent-b\"\n\n\
+         [[server]]\nid = \"svc-c\"\nresource = \"https://c.mcp.test/mcp\"\nscopes = [\"ask\", \"read\", \"admin\"]\noperator = \"agent-c\"\n\n\
+         [[server]]\nid = \"svc-d\"\nresource = \"https://d.mcp.test/mcp\"\nscopes = [\"ask\"]\noperator = \"agent-d\"\n\n\
+         [[server]]\nid = \"svc-e\"\nresource = \"https://e.mcp.test/mcp\"\nscopes = [\"ask\"]\n\n",
     );
     for a in agents() {
         let keys: Vec<String> = a
@@ -237,6 +283,9 @@ impl Drop for TestApp {
     }
 }
 
+/// A last change to the broker's settings before it starts.
+pub type SettingsHook = Box<dyn FnOnce(&mut Settings) + Send>;
+
 pub struct AppOptions {
     pub redis_url: Option<String>,
     pub key_prefix: Option<String>,
@@ -250,7 +299,14 @@ pub struct AppOptions {
     pub extra_policy: String,
     /// The whole policy file's text instead (default: [`policy_toml`] + `extra_policy`).
     pub policy: Option<String>,
+    /// Last word on the settings (listen address, lifetimes, signing key ...).
+    pub settings: Option<SettingsHook>,
+    /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
+    pub tweak: Option<Tweak>,
 }
+
+/// A change to the settings a test makes before the broker starts.
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -262,6 +318,8 @@ impl Default for AppOptions {
             configure: |_| {},
             extra_policy: String::new(),
             policy: None,
+            settings: None,
+            tweak: None,
         }
     }
 }
@@ -292,6 +350,14 @@ impl TestApp {
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
         settings.server.issuer = opts.issuer;
         (opts.configure)(&mut settings);
+        if let Some(f) = opts.settings {
+            f(&mut settings);
+        }
+        if let Some(tweak) = &opts.tweak {
+            tweak(&mut settings);
+        }
+        // A Redis that has served for long: its replay markers exist (a new marker is a loss).
+        crate::replay_support::seed_markers(&settings).await;
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.
@@ -314,6 +380,11 @@ impl TestApp {
             policy_path: policy,
             _policy_dir: dir,
         }
+    }
+
+    /// Stop serving (the port is free again once this returns).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
     }
 
     pub fn token_endpoint(&self) -> String {

@@ -67,6 +67,8 @@ struct State {
 
 struct Shared {
     port: u16,
+    /// TLS (https issuer) with this acceptor; plain http without.
+    tls: Option<openssl::ssl::SslAcceptor>,
     shutdown: AtomicBool,
     /// Body bytes the oversized mode managed to write before the client hung up.
     oversized_written: AtomicU64,
@@ -85,6 +87,18 @@ impl Idp {
     }
 
     pub fn start_with(keys: &[(Alg, &str)]) -> Idp {
+        Self::start_inner(keys, None)
+    }
+
+    /// Over https, with a fresh self-signed certificate for 127.0.0.1 and localhost; the
+    /// client must trust [`TlsCert::pem`] (e.g. through `issuers.ca_file`).
+    pub fn start_tls(keys: &[(Alg, &str)]) -> (Idp, TlsCert) {
+        let cert = TlsCert::generate();
+        let idp = Self::start_inner(keys, Some(cert.acceptor()));
+        (idp, cert)
+    }
+
+    fn start_inner(keys: &[(Alg, &str)], tls: Option<openssl::ssl::SslAcceptor>) -> Idp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the IdP");
         let port = listener.local_addr().expect("addr").port();
         let state = State {
@@ -102,6 +116,7 @@ impl Idp {
         };
         let shared = Arc::new(Shared {
             port,
+            tls,
             shutdown: AtomicBool::new(false),
             oversized_written: AtomicU64::new(0),
             state: Mutex::new(state),
@@ -128,9 +143,10 @@ impl Idp {
         self.accept = Some((stop, handle));
     }
 
-    /// `http://127.0.0.1:<port>`: the issuer in discovery and the `iss` of its tokens.
+    /// `http://127.0.0.1:<port>` (`https` for [`Idp::start_tls`]): the issuer in discovery
+    /// and the `iss` of its tokens.
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.shared.port)
+        self.shared.issuer()
     }
 
     pub fn jwks_uri(&self) -> String {
@@ -271,6 +287,13 @@ impl Idp {
     }
 }
 
+impl Shared {
+    fn issuer(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -284,9 +307,41 @@ fn new_key(alg: Alg, kid: &str) -> IdpKey {
     IdpKey { kid: kid.into(), signing, public_jwk: pair.public_jwk }
 }
 
+/// A connection, plain or TLS.
+trait Conn: Read + Write {
+    fn close(&mut self);
+}
+
+impl Conn for TcpStream {
+    fn close(&mut self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Conn for openssl::ssl::SslStream<TcpStream> {
+    fn close(&mut self) {
+        let _ = self.shutdown();
+        let _ = self.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+fn handle(shared: &Shared, tcp: TcpStream) {
+    match &shared.tls {
+        None => {
+            let _ = tcp.set_read_timeout(Some(Duration::from_millis(50)));
+            answer(shared, tcp)
+        }
+        Some(acceptor) => {
+            let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+            let Ok(tls) = acceptor.accept(tcp) else { return }; // a client that refused our certificate
+            let _ = tls.get_ref().set_read_timeout(Some(Duration::from_millis(50)));
+            answer(shared, tls)
+        }
+    }
+}
+
 /// One connection: read the request head, count it, answer per the behaviour.
-fn handle(shared: &Shared, mut stream: TcpStream) {
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+fn answer(shared: &Shared, mut stream: impl Conn) {
     let Some(path) = read_request_path(shared, &mut stream) else { return };
     let (behaviour, delay) = {
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,12 +396,12 @@ fn handle(shared: &Shared, mut stream: TcpStream) {
             }
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.close();
 }
 
 fn route(shared: &Shared, path: &str) -> (u16, String, Vec<String>) {
     let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    let issuer = format!("http://127.0.0.1:{}", shared.port);
+    let issuer = shared.issuer();
     let mut extra = vec![format!("Content-Type: {}", st.content_type)];
     if path == DISCOVERY_PATH {
         let doc = json!({
@@ -372,7 +427,7 @@ fn route(shared: &Shared, path: &str) -> (u16, String, Vec<String>) {
     (404, "{}".into(), extra)
 }
 
-fn respond(stream: &mut TcpStream, status: u16, body: &str, extra: &[String]) {
+fn respond(stream: &mut impl Conn, status: u16, body: &str, extra: &[String]) {
     let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if !extra.iter().any(|h| h.starts_with("Content-Type")) {
         head.push_str("Content-Type: application/json\r\n");
@@ -388,7 +443,7 @@ fn respond(stream: &mut TcpStream, status: u16, body: &str, extra: &[String]) {
 }
 
 /// The path (without query) of the request line, once the whole head has arrived.
-fn read_request_path(shared: &Shared, stream: &mut TcpStream) -> Option<String> {
+fn read_request_path(shared: &Shared, stream: &mut impl Conn) -> Option<String> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -406,6 +461,55 @@ fn read_request_path(shared: &Shared, stream: &mut TcpStream) -> Option<String> 
     let text = String::from_utf8_lossy(&head);
     let target = text.lines().next()?.split(' ').nth(1)?;
     Some(target.split('?').next().unwrap_or(target).to_string())
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost (EC P-256, valid for a day).
+pub struct TlsCert {
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    cert: openssl::x509::X509,
+}
+
+impl TlsCert {
+    pub fn generate() -> TlsCert {
+        use openssl::{asn1::Asn1Time, bn::BigNum, ec, hash::MessageDigest, nid::Nid, pkey::PKey, x509};
+        let group = ec::EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+        let key = PKey::from_ec_key(ec::EcKey::generate(&group).expect("key")).expect("pkey");
+        let mut name = x509::X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", "agent-sts test IdP").expect("CN");
+        let name = name.build();
+        let mut b = x509::X509Builder::new().expect("builder");
+        b.set_version(2).expect("v3");
+        b.set_serial_number(
+            &BigNum::from_u32(rand::random::<u32>()).expect("bn").to_asn1_integer().expect("serial"),
+        )
+        .expect("serial");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("time")).expect("nbf");
+        b.set_not_after(&Asn1Time::days_from_now(1).expect("time")).expect("naf");
+        let san = x509::extension::SubjectAlternativeName::new()
+            .ip("127.0.0.1")
+            .dns("localhost")
+            .build(&b.x509v3_context(None, None))
+            .expect("SAN");
+        b.append_extension(san).expect("SAN");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        TlsCert { key, cert: b.build() }
+    }
+
+    /// The certificate, PEM: what a client must trust.
+    pub fn pem(&self) -> Vec<u8> {
+        self.cert.to_pem().expect("pem")
+    }
+
+    fn acceptor(&self) -> openssl::ssl::SslAcceptor {
+        use openssl::ssl::{SslAcceptor, SslMethod};
+        let mut a = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("acceptor");
+        a.set_private_key(&self.key).expect("key");
+        a.set_certificate(&self.cert).expect("cert");
+        a.build()
+    }
 }
 
 /// Poll `cond` every 10 ms until it holds or `limit` passes; true when it held.

@@ -13,9 +13,12 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(5);
 
 /// Short bounds, so the suite stays fast; no scheduled refresh unless a test asks for one.
+/// Short bounds, except the fetch timeout: a first fetch on a loaded machine (a debug build,
+/// the TLS stack initialising) can take longer than a tight bound, and a test that meant to
+/// see another error would see a timeout. The timeout tests set their own.
 fn settings() -> FetchSettings {
     FetchSettings {
-        timeout: Duration::from_millis(400),
+        timeout: Duration::from_secs(3),
         max_bytes: 256 * 1024,
         min_refresh: Duration::from_millis(100),
         max_refresh: Duration::from_secs(2),
@@ -330,7 +333,8 @@ async fn an_oversized_jwks_without_length_is_cut_off_while_streaming() {
 async fn a_jwks_that_never_answers_is_refused_within_the_timeout() {
     let idp = Idp::start_with(&[(Alg::ES256, "ec-1")]);
     idp.set_behaviour(Behaviour::Hang);
-    let issuers = started(&[jwks_uri_issuer("ci", &idp)], settings());
+    let s = FetchSettings { timeout: Duration::from_millis(400), ..settings() };
+    let issuers = started(&[jwks_uri_issuer("ci", &idp)], s);
     let keys = issuers.get(&idp.issuer()).expect("listed");
     assert!(wait_until(Duration::from_secs(3), || keys.status().last_error.is_some()).await);
     let error = keys.status().last_error.expect("error");
@@ -342,7 +346,8 @@ async fn a_jwks_that_never_answers_is_refused_within_the_timeout() {
 #[tokio::test]
 async fn an_unknown_kid_refetch_against_a_hanging_issuer_is_bounded() {
     let idp = Idp::start_with(&[(Alg::ES256, "ec-1")]);
-    let issuers = started(&[jwks_uri_issuer("ci", &idp)], settings());
+    let s = FetchSettings { timeout: Duration::from_millis(400), ..settings() };
+    let issuers = started(&[jwks_uri_issuer("ci", &idp)], s);
     let keys = loaded(&issuers, &idp.issuer()).await;
     idp.set_behaviour(Behaviour::Hang);
     let answer =
@@ -502,4 +507,45 @@ async fn dropping_the_registry_stops_its_tasks() {
     let after = idp.jwks_requests();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(idp.jwks_requests(), after);
+}
+
+/// https to an issuer behind a private CA: trusted through `issuers.ca_file`, refused without it.
+#[tokio::test]
+async fn https_issuer_behind_a_private_ca() {
+    let (idp, cert) = Idp::start_tls(&[(Alg::ES256, "ec-1")]);
+    assert!(idp.issuer().starts_with("https://"));
+    let c = config(&format!("id = \"corp\"\nissuer = \"{}\"\ndiscovery = true", idp.issuer()));
+
+    let untrusted = started(std::slice::from_ref(&c), settings());
+    let keys = untrusted.get(&idp.issuer()).expect("listed");
+    assert!(wait_until(WAIT, || keys.status().last_error.is_some()).await);
+    let error = keys.status().last_error.expect("error");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(!keys.is_loaded());
+    drop(untrusted);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.pem()).expect("write");
+    let fetch = agent_sts::config::IssuerFetchSettings {
+        ca_file: Some(ca_file),
+        ..agent_sts::config::IssuerFetchSettings::default()
+    };
+    let trusted = Issuers::new(&fetch, clock(), &[c]).expect("registry");
+    trusted.start().expect("start");
+    let keys = loaded(&trusted, &idp.issuer()).await;
+    assert!(verifies(&keys.lookup(Some("ec-1"), Alg::ES256).expect("key"), &idp.sign(&claims(&idp), "ec-1")));
+    assert_eq!(idp.requests(DISCOVERY_PATH), 1, "the handshake without the CA failed before any request");
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, "not a certificate").expect("write");
+    let fetch = agent_sts::config::IssuerFetchSettings {
+        ca_file: Some(ca_file),
+        ..agent_sts::config::IssuerFetchSettings::default()
+    };
+    assert!(Issuers::new(&fetch, clock(), &[]).is_err());
 }

@@ -50,6 +50,7 @@ impl Proc {
                 unique_prefix()
             )
         };
+        seed_replay_markers(&config);
         std::fs::write(dir.path().join("agent-sts.toml"), config).expect("config");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
         let mut cmd = Command::new(BIN);
@@ -146,6 +147,23 @@ impl Drop for Proc {
     }
 }
 
+/// A Redis that has served for long has its replay markers (a missing one reads as a loss of
+/// the replay record, issue 9): set them, long ago, for the config's Redis and prefix.
+fn seed_replay_markers(config: &str) {
+    let t: toml::Value = toml::from_str(config).expect("config is TOML");
+    let replay = &t["replay"];
+    if replay.get("backend").and_then(|b| b.as_str()) != Some("redis") {
+        return;
+    }
+    let url = replay.get("redis_url").and_then(|u| u.as_str()).unwrap_or("redis://127.0.0.1:6379");
+    let port: u16 = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("port");
+    let prefix = replay.get("key_prefix").and_then(|p| p.as_str()).unwrap_or("agent-sts:");
+    let long_ago = ((now() - 86_400) * 1000).to_string();
+    for marker in agent_sts::replay::marker_key_names(prefix) {
+        redis_command(port, &["SET", &marker, &long_ago, "NX"]);
+    }
+}
+
 pub fn now() -> i64 {
     use agent_sts::clock::Clock;
     agent_sts::clock::SystemClock.now_secs()
@@ -165,13 +183,16 @@ pub fn write_signing_key(dir: &Path, kid: &str) {
 /// The test policy with only the agents named (same servers, same keys).
 pub fn policy_with(agents: &[&str]) -> String {
     let full = policy_toml();
+    // Agents that operate a server stay (the policy refuses an operator it does not know).
+    let operators: Vec<&str> =
+        full.lines().filter_map(|l| l.strip_prefix("operator = ")).map(|v| v.trim_matches('"')).collect();
     let mut out = String::new();
     for block in full.split("[[agent]]\n").enumerate() {
         match block {
             (0, servers) => out.push_str(servers),
             (_, b) => {
                 let id = b.lines().next().and_then(|l| l.split('"').nth(1)).expect("agent id");
-                if agents.contains(&id) {
+                if agents.contains(&id) || operators.contains(&id) {
                     out.push_str("[[agent]]\n");
                     out.push_str(b);
                 }
