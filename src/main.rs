@@ -110,6 +110,25 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         timeout_secs: u64,
     },
+    /// Sign any JWT claims (a JSON object) with a private key and print the JWT: a stand-in
+    /// identity provider for trying on-behalf-of and federation rules (the walkthrough's
+    /// user token). `iat`, `exp` and `jti` are added unless the claims have them.
+    Jwt {
+        /// The signing key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id for the header.
+        #[arg(long)]
+        kid: Option<String>,
+        /// The header's typ.
+        #[arg(long, default_value = "JWT")]
+        typ: String,
+        /// Seconds until exp (when the claims have no exp).
+        #[arg(long, default_value_t = 300)]
+        lifetime_secs: i64,
+        /// The claims, a JSON object.
+        claims: String,
+    },
     /// Get an access token for one MCP server from the broker and print it (for scripts
     /// and CI steps): RFC 8414 discovery, a fresh assertion, client credentials.
     Token(cli::token::TokenArgs),
@@ -137,6 +156,12 @@ enum PolicyCommand {
         /// ... with these claims (a JSON file; the issuer defaults to its iss).
         #[arg(long)]
         claims: Option<PathBuf>,
+        /// The agent acting: for the subject of --claims (on-behalf-of), or exchanging --token.
+        #[arg(long)]
+        actor: Option<String>,
+        /// One of this broker's tokens, as its claims (a JSON file), exchanged by --actor.
+        #[arg(long, requires = "actor", conflicts_with_all = ["agent", "claims"])]
+        token: Option<PathBuf>,
         /// The MCP server: its id or resource URI.
         #[arg(long)]
         server: String,
@@ -168,9 +193,22 @@ fn main() -> ExitCode {
         Command::Serve { config, dev, listen, policy } => serve(config, dev, listen, policy),
         Command::Policy { command: PolicyCommand::Check { path } } => policy_check(&path),
         Command::Policy {
-            command: PolicyCommand::Explain { policy, agent, issuer, claims, server, scope, grant, config },
+            command:
+                PolicyCommand::Explain {
+                    policy,
+                    agent,
+                    issuer,
+                    claims,
+                    actor,
+                    token,
+                    server,
+                    scope,
+                    grant,
+                    config,
+                },
         } => {
-            policy_explain(&policy, agent, issuer, claims.as_deref(), server, scope, grant, config.as_deref())
+            let who = WhoArgs { agent, issuer, claims, actor, token };
+            policy_explain(&policy, who, server, scope, grant, config.as_deref())
         }
         Command::Policy { command: PolicyCommand::Test { policy, cases, config } } => {
             policy_test(&policy, &cases, config.as_deref())
@@ -185,6 +223,9 @@ fn main() -> ExitCode {
             .map(|msg| eprintln!("{msg}")),
         Command::Healthcheck { url, timeout_secs } => {
             agent_sts::ops::healthcheck(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
+        }
+        Command::Jwt { key, kid, typ, lifetime_secs, claims } => {
+            jwt_cmd(&key, kid.as_deref(), &typ, lifetime_secs, &claims)
         }
         Command::Token(args) => cli::token::run(args),
         Command::Proxy(args) => cli::proxy::run(args),
@@ -247,48 +288,71 @@ fn serve(
     result
 }
 
-fn lifetimes(config: Option<&std::path::Path>) -> Result<agent_sts::policy::Lifetimes, String> {
+/// The broker settings the policy tools need: token lifetimes and the issuer.
+fn tool_settings(
+    config: Option<&std::path::Path>,
+) -> Result<(agent_sts::policy::Lifetimes, Option<String>), String> {
     let s = Settings::load(config).map_err(|e| e.to_string())?;
-    Ok(agent_sts::policy::Lifetimes {
+    let lifetimes = agent_sts::policy::Lifetimes {
         default_secs: s.tokens.default_lifetime_secs,
         max_secs: s.tokens.max_lifetime_secs,
-    })
+    };
+    Ok((lifetimes, s.server.issuer))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn policy_explain(
-    policy: &std::path::Path,
+/// Who asks, as `policy explain` was told.
+struct WhoArgs {
     agent: Option<String>,
     issuer: Option<String>,
-    claims: Option<&std::path::Path>,
+    claims: Option<PathBuf>,
+    actor: Option<String>,
+    token: Option<PathBuf>,
+}
+
+fn json_file(path: &std::path::Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not a JSON object: {e}", path.display()))
+}
+
+fn policy_explain(
+    policy: &std::path::Path,
+    who: WhoArgs,
     server: String,
     scope: Option<String>,
     grant: Option<String>,
     config: Option<&std::path::Path>,
 ) -> Result<(), String> {
     use agent_sts::policy::explain::{explain, Hypothetical, Via, Who};
-    let lifetimes = lifetimes(config)?;
+    let (lifetimes, broker_issuer) = tool_settings(config)?;
     let policy = Policy::load(policy).map_err(|e| e.to_string())?;
-    let who = match (agent, claims) {
-        (Some(id), None) => Who::Agent { id },
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a JSON object: {e}", path.display()))?;
-            let issuer = match issuer.or_else(|| claims.get("iss").and_then(|v| v.as_str()).map(String::from))
-            {
+    let who = match who {
+        WhoArgs { agent: Some(id), claims: None, token: None, actor: None, .. } => Who::Agent { id },
+        WhoArgs { token: Some(path), actor: Some(actor), .. } => Who::Carried { token: json_file(&path)?, actor },
+        WhoArgs { claims: Some(path), issuer, actor, .. } => {
+            let claims = json_file(&path)?;
+            let issuer = match issuer.or_else(|| claims.get("iss").and_then(|v| v.as_str()).map(String::from)) {
                 Some(i) => i,
                 None => return Err("--issuer is required when the claims have no iss".into()),
             };
-            Who::Federated { issuer, claims }
+            match actor {
+                Some(actor) => Who::OnBehalfOf { issuer, claims, actor },
+                None => Who::Federated { issuer, claims },
+            }
         }
-        _ => return Err("name who asks: --agent ID, or --claims FILE [--issuer ID]".into()),
+        _ => {
+            return Err(
+                "name who asks: --agent ID; --claims FILE [--issuer ID] [--actor AGENT]; or --token FILE --actor AGENT"
+                    .into(),
+            )
+        }
     };
     let via = match grant.as_deref() {
         None => None,
         Some(g) => Some(Via::parse(g).ok_or_else(|| format!("--grant: unknown grant '{g}'"))?),
     };
-    print!("{}", explain(&policy, &Hypothetical { who, via, server, scope }, lifetimes));
+    let via =
+        via.or(matches!(who, Who::OnBehalfOf { .. } | Who::Carried { .. }).then_some(Via::TokenExchange));
+    print!("{}", explain(&policy, &Hypothetical { who, via, server, scope, broker_issuer }, lifetimes));
     Ok(())
 }
 
@@ -297,9 +361,9 @@ fn policy_test(
     cases: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> Result<(), String> {
-    let lifetimes = lifetimes(config)?;
+    let (lifetimes, broker_issuer) = tool_settings(config)?;
     let policy = Policy::load(policy).map_err(|e| e.to_string())?;
-    let results = agent_sts::policy::cases::run_cases(&policy, cases, lifetimes)?;
+    let results = agent_sts::policy::cases::run_cases(&policy, cases, lifetimes, broker_issuer.as_deref())?;
     let failed = results.iter().filter(|r| !r.mismatches.is_empty()).count();
     for r in &results {
         if r.mismatches.is_empty() {
@@ -389,6 +453,30 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(not(unix))]
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn jwt_cmd(
+    key: &std::path::Path,
+    kid: Option<&str>,
+    typ: &str,
+    lifetime: i64,
+    claims: &str,
+) -> Result<(), String> {
+    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let alg = crypto::detect_alg(&pem)
+        .ok_or_else(|| format!("{}: not a PEM private key of a supported type", key.display()))?;
+    let signer =
+        crypto::SigningKey::from_pem(alg, &pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
+    let mut claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(claims).map_err(|e| format!("the claims are not a JSON object: {e}"))?;
+    let now = SystemClock.now_secs();
+    claims.entry("iat").or_insert(now.into());
+    claims.entry("exp").or_insert((now + lifetime).into());
+    claims.entry("jti").or_insert(crypto::random_id().into());
+    let header = signer.encoded_header(typ, kid.is_some());
+    let payload = serde_json::Value::Object(claims).to_string();
+    println!("{}", signer.sign_compact(&header, payload.as_bytes()).map_err(|e| e.to_string())?);
+    Ok(())
 }
 
 fn assert_cmd(

@@ -58,17 +58,44 @@ pub fn load_policy(settings: &Settings, mode: Mode) -> Result<Policy, StartupErr
 fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
     let example = Policy::from_sources(&[(EXAMPLE_POLICY_NAME.into(), EXAMPLE_POLICY.into())])?;
     // Compared as key material (what equal thumbprints say), so that a policy of 100 000
-    // agents is not hashed at every start.
-    let public: Vec<&VerifyingKey> = example.agents.iter().flat_map(|a| a.keys.iter()).collect();
+    // agents is not hashed at every start. The example's agents' keys and its example
+    // identity provider's key: their private halves are all in the repository.
+    let inline = |p: &Policy| -> Vec<std::sync::Arc<VerifyingKey>> {
+        p.issuers
+            .iter()
+            .filter_map(|i| match &i.source {
+                crate::issuers::KeySource::Inline(set) => Some(set.keys().cloned().collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    let example_inline = inline(&example);
+    let public: Vec<&VerifyingKey> = example
+        .agents
+        .iter()
+        .flat_map(|a| a.keys.iter())
+        .chain(example_inline.iter().map(|k| k.as_ref()))
+        .collect();
+    let is_public = |k: &VerifyingKey| public.iter().any(|p| p.same_public_key(k));
+    let refuse = |file: &str, what: String| {
+        Err(StartupError::Policy(PolicyError {
+            file: file.to_string(),
+            reason: format!(
+                "{what} trusts a key of the example policy, whose private half is public in the agent-sts repository; register your own key (agent-sts keygen), or use serve --dev"
+            ),
+        }))
+    };
     for agent in &policy.agents {
-        if agent.keys.iter().any(|k| public.iter().any(|p| p.same_public_key(k))) {
-            return Err(StartupError::Policy(PolicyError {
-                file: agent.source.clone(),
-                reason: format!(
-                    "agent {:?} trusts the example agent key, whose private half is public in the agent-sts repository; register your own key (agent-sts keygen), or use serve --dev",
-                    agent.id
-                ),
-            }));
+        if agent.keys.iter().any(is_public) {
+            return refuse(&agent.source, format!("agent {:?}", agent.id));
+        }
+    }
+    for issuer in &policy.issuers {
+        if let crate::issuers::KeySource::Inline(set) = &issuer.source {
+            if set.keys().any(|k| is_public(k)) {
+                return refuse(&issuer.file, format!("issuer {:?}", issuer.id));
+            }
         }
     }
     Ok(())
