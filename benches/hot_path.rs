@@ -21,6 +21,10 @@
 //! At the end a summary prints our exchange beside the floor and their ratio (target ≤ 1.4×,
 //! issue 3), read back from criterion's `estimates.json`.
 
+// The exchange future (spans, rate limit, revocation check) nests deeper than the default
+// limit allows when its type is checked here.
+#![recursion_limit = "256"]
+
 mod common;
 
 use agent_sts::broker::Broker;
@@ -96,15 +100,18 @@ fn fixture() -> Fixture {
     let clock: SharedClock = Arc::new(SystemClock);
     let issuers = agent_sts::issuers::Issuers::new(&Default::default(), clock.clone(), &policy.issuers)
         .expect("trusted issuers");
+    // Capacity well above what a run spends: a full store would refuse (503).
+    let replay = Arc::new(AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())));
+    let shared = Arc::new(agent_sts::broker::Shared::new(true, replay.clone(), clock.clone()));
     let broker = Broker {
         issuers: Arc::new(issuers),
         policy: Arc::new(policy),
         tokens,
-        // Capacity well above what a run spends: a full store would refuse (503).
-        replay: AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())),
+        replay,
         rules: agent_sts::startup::assertion_rules(ISSUER, &agent_sts::config::TokenSettings::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
         clock,
+        shared,
     };
     let now = broker.clock.now_secs();
     Fixture {

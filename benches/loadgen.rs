@@ -91,6 +91,12 @@ enum Replay {
     RedisCluster,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "Drive a real agent-sts broker over loopback and measure it (issue 3).")]
 struct Args {
@@ -147,6 +153,14 @@ struct Args {
     /// Scheduling policy of the load generator's own threads (it shares the broker's cores).
     #[arg(long, value_enum, default_value = "batch")]
     client_sched: ClientSched,
+    /// `metrics.enabled` of the broker: `on` (its default) counts every request for
+    /// `/metrics`; `off` is the plain figure.
+    #[arg(long, value_enum, default_value = "on")]
+    metrics: OnOff,
+    /// Export traces over OTLP/HTTP to a sink in this process (every request sampled); the
+    /// sink counts what it receives and answers 200.
+    #[arg(long)]
+    otlp: bool,
     /// Exit with status 1 if any request failed in any window (CI's smoke run uses it).
     #[arg(long)]
     fail_on_error: bool,
@@ -165,7 +179,8 @@ struct Args {
     /// Split the padding over this many files (the policy is then a directory).
     #[arg(long, default_value_t = 1)]
     pad_files: usize,
-    /// How long the broker may take to answer /readyz (a large policy loads first).
+    /// How long the broker may take to answer /readyz (a large policy loads first; a broker
+    /// under valgrind, through an `AGENT_STS_BIN` wrapper script, starts slowly too).
     #[arg(long, default_value_t = 15)]
     ready_timeout_secs: u64,
     /// `cargo bench` passes `--bench`; accepted and ignored.
@@ -546,7 +561,64 @@ struct Setup {
     ready_timeout_secs: u64,
 }
 
-fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
+/// What the in-process OTLP sink received.
+#[derive(Default)]
+struct SinkCounts {
+    requests: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+/// An OTLP/HTTP sink on a free loopback port: reads each request (keep-alive, Content-Length
+/// framing), counts it, answers 200 with an empty body. Threads end with the process.
+fn start_otlp_sink() -> Result<(u16, std::sync::Arc<SinkCounts>), Error> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering::Relaxed;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let counts = std::sync::Arc::new(SinkCounts::default());
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else { return };
+                let mut reader = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    c.requests.fetch_add(1, Relaxed);
+                    c.bytes.fetch_add(len as u64, Relaxed);
+                    if out
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((port, counts))
+}
+
+fn write_setup(args: &Args, redis_urls: &[String], otlp_port: Option<u16>) -> Result<Setup, Error> {
     let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-").tempdir()?;
     let agents: Vec<AgentKey> = (0..args.agents.max(1))
         .map(|i| AgentKey::generate(&format!("https://agents.example.com/loadgen-agent-{i}"), args.alg))
@@ -586,13 +658,17 @@ fn write_setup(args: &Args, redis_urls: &[String]) -> Result<Setup, Error> {
         Replay::Memory => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
     };
     let workers = args.broker_workers.map_or(String::new(), |w| format!("workers = {w}\n"));
+    let mut ops = format!("\n[metrics]\nenabled = {}\n", args.metrics == OnOff::On);
+    if let Some(p) = otlp_port {
+        ops.push_str(&format!("\n[otel]\nendpoint = \"http://127.0.0.1:{p}\"\n"));
+    }
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nissuer = \"{issuer}\"\n{workers}\n\
              [policy]\npath = {policy:?}\n\n[signing]\nkey_file = {signing:?}\nalg = \"ES256\"\n\n\
-             [replay]\n{replay}"
+             [replay]\n{replay}{ops}"
         ),
     )?;
     let log = dir.path().join("broker.log");
@@ -1126,7 +1202,8 @@ fn run(args: &Args) -> Result<(), Error> {
         (_, Some(c)) => Some(c.nodes.iter().map(|n| n.pid().to_string()).collect::<Vec<_>>().join(",")),
         _ => None,
     };
-    let setup = write_setup(args, &redis_urls)?;
+    let sink = if args.otlp { Some(start_otlp_sink()?) } else { None };
+    let setup = write_setup(args, &redis_urls, sink.as_ref().map(|(p, _)| *p))?;
     let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
@@ -1263,6 +1340,15 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     let log_bytes = std::fs::metadata(&setup.log).map_or(0, |m| m.len());
     println!("  broker log: {log_bytes} bytes written (RUST_LOG={})", args.broker_log);
+    println!("  metrics: {:?}", args.metrics);
+    if let Some((port, counts)) = &sink {
+        use std::sync::atomic::Ordering::Relaxed;
+        println!(
+            "  OTLP sink (127.0.0.1:{port}): {} export requests, {:.1} MiB of spans received",
+            counts.requests.load(Relaxed),
+            counts.bytes.load(Relaxed) as f64 / (1024.0 * 1024.0)
+        );
+    }
     if args.json {
         let j = serde_json::json!({
             "mode": format!("{:?}", args.mode),

@@ -21,6 +21,10 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub otel: OtelSettings,
+    #[serde(default)]
     pub issuers: IssuerFetchSettings,
 }
 
@@ -36,6 +40,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// HTTP worker threads (default: one per CPU).
     pub workers: Option<usize>,
+    /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long to finish.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -45,15 +51,19 @@ impl Default for ServerSettings {
             issuer: None,
             max_body_bytes: 16 * 1024,
             workers: None,
+            shutdown_timeout_secs: 20,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
     /// A policy file, or a directory whose `*.toml` files form the policy.
     pub path: Option<PathBuf>,
+    /// Reload when the policy files (or the signing key files) change, checked this often;
+    /// 0 turns watching off (SIGHUP still reloads).
+    pub watch_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,12 +76,38 @@ pub struct SigningSettings {
     pub kid: Option<String>,
     /// Public JWK files published in the JWKS besides the active key (key rotation).
     pub additional_public_keys: Vec<PathBuf>,
+    /// Key rotation: the `kid` of the key in `keys` that signs.
+    pub active: Option<String>,
+    /// Key rotation: every signing key, published in the JWKS; only `active` signs. Replaces
+    /// `key_file`/`kid`/`additional_public_keys` (not both).
+    pub keys: Vec<SigningKeySettings>,
 }
 
 impl Default for SigningSettings {
     fn default() -> Self {
-        SigningSettings { key_file: None, alg: Alg::ES256, kid: None, additional_public_keys: Vec::new() }
+        SigningSettings {
+            key_file: None,
+            alg: Alg::ES256,
+            kid: None,
+            additional_public_keys: Vec::new(),
+            active: None,
+            keys: Vec::new(),
+        }
     }
+}
+
+/// One `[[signing.keys]]` entry: a private key (it may become active) or, for a key that
+/// signs elsewhere or was retired from signing, its public JWK alone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySettings {
+    pub kid: String,
+    /// Default: inferred from the key (RSA: RS256).
+    pub alg: Option<Alg>,
+    /// PKCS#8 PEM private key.
+    pub key_file: Option<PathBuf>,
+    /// A public JWK (JSON) instead of the private key: published and verified, never signs.
+    pub public_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +251,50 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings { path: None, watch_interval_secs: 5 }
+    }
+}
+
+/// Prometheus metrics (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Count and serve metrics.
+    pub enabled: bool,
+    /// Serve `/metrics` on this address only (e.g. `0.0.0.0:9090`, not exposed publicly).
+    /// Unset: `/metrics` is served on `server.listen`.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true, listen: None }
+    }
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf). Off unless an endpoint is set here
+/// or in `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// Collector base URL, e.g. `http://otel-collector:4318` (`/v1/traces` is appended).
+    pub endpoint: Option<String>,
+    /// Extra request headers (authentication for a hosted backend).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `service.name` (default: `OTEL_SERVICE_NAME`, else `agent-sts`).
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled (a caller's sampled flag is followed).
+    pub sample_ratio: f64,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings { endpoint: None, headers: Default::default(), service_name: None, sample_ratio: 1.0 }
+    }
+}
+
 /// How trusted issuers' keys are fetched (`[issuers]`; the issuers themselves are in the
 /// policy, `[[issuer]]`). See `src/issuers/`.
 #[derive(Debug, Clone, Deserialize)]
@@ -336,8 +416,45 @@ impl Settings {
             return Err(ConfigError("tokens.max_assertion_lifetime_secs must be at least 1".into()));
         }
         self.replay.check()?;
+        let sg = &self.signing;
+        if !sg.keys.is_empty() || sg.active.is_some() {
+            if sg.key_file.is_some() || sg.kid.is_some() || !sg.additional_public_keys.is_empty() {
+                return Err(ConfigError(
+                    "signing: use either [[signing.keys]] with signing.active, or key_file/kid/additional_public_keys, not both".into(),
+                ));
+            }
+            let active = sg.active.as_deref().ok_or_else(|| {
+                ConfigError("signing.active is required with [[signing.keys]]: the kid that signs".into())
+            })?;
+            for (i, k) in sg.keys.iter().enumerate() {
+                if k.kid.is_empty() || sg.keys[..i].iter().any(|o| o.kid == k.kid) {
+                    return Err(ConfigError(format!(
+                        "signing.keys: kid {:?} is empty or listed twice",
+                        k.kid
+                    )));
+                }
+                if k.key_file.is_some() == k.public_key_file.is_some() {
+                    return Err(ConfigError(format!(
+                        "signing.keys {:?}: give exactly one of key_file and public_key_file",
+                        k.kid
+                    )));
+                }
+            }
+            match sg.keys.iter().find(|k| k.kid == active) {
+                Some(k) if k.key_file.is_some() => {}
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "signing.active {active:?} has no key_file: the active key must be a private key"
+                    )))
+                }
+                None => return Err(ConfigError(format!("signing.active {active:?} is not in signing.keys"))),
+            }
+        }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError("server.max_body_bytes must be at least 1024".into()));
+        }
+        if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
+            return Err(ConfigError("otel.sample_ratio must be between 0 and 1".into()));
         }
         if let Some(issuer) = &self.server.issuer {
             check_issuer(issuer)?;

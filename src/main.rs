@@ -7,7 +7,7 @@ use agent_sts::clock::{Clock, SystemClock};
 use agent_sts::config::Settings;
 use agent_sts::crypto::{self, Alg};
 use agent_sts::policy::Policy;
-use agent_sts::startup::{Application, Mode};
+use agent_sts::startup::{Application, Mode, SettingsSource};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +86,29 @@ enum Command {
         /// Seconds until exp.
         #[arg(long, default_value_t = 60)]
         lifetime_secs: i64,
+    },
+    /// Revoke an access token (RFC 7009) in the shared store: introspection then answers
+    /// inactive and the token can't be exchanged. Needs the Redis replay backend.
+    Revoke {
+        /// The broker's configuration (Redis, issuer, signing keys).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The token itself (verified against the configured signing keys).
+        #[arg(long, conflicts_with_all = ["jti", "exp"])]
+        token: Option<String>,
+        /// Or its `jti`...
+        #[arg(long, requires = "exp")]
+        jti: Option<String>,
+        /// ...and its `exp` (Unix seconds): the revocation is kept until then.
+        #[arg(long, requires = "jti")]
+        exp: Option<i64>,
+    },
+    /// Exit 0 if the broker answers 200 on the URL (the container image's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        #[arg(long, default_value_t = 2)]
+        timeout_secs: u64,
     },
     /// Sign any JWT claims (a JSON object) with a private key and print the JWT: a stand-in
     /// identity provider for trying on-behalf-of and federation rules (the walkthrough's
@@ -194,6 +217,13 @@ fn main() -> ExitCode {
         Command::Assert { agent, key, audience, kid, alg, lifetime_secs } => {
             assert_cmd(&agent, &key, &audience, kid.as_deref(), alg, lifetime_secs)
         }
+        Command::Revoke { config, token, jti, exp } => Settings::load(config.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|s| agent_sts::ops::revoke(&s, token.as_deref(), jti.as_deref(), exp))
+            .map(|msg| eprintln!("{msg}")),
+        Command::Healthcheck { url, timeout_secs } => {
+            agent_sts::ops::healthcheck(&url, std::time::Duration::from_secs(timeout_secs.max(1)))
+        }
         Command::Jwt { key, kid, typ, lifetime_secs, claims } => {
             jwt_cmd(&key, kid.as_deref(), &typ, lifetime_secs, &claims)
         }
@@ -225,20 +255,37 @@ fn serve(
     listen: Option<String>,
     policy: Option<PathBuf>,
 ) -> Result<(), String> {
-    let mut settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
-    if let Some(l) = listen {
-        settings.server.listen = l;
-    }
-    if let Some(p) = policy {
-        settings.policy.path = Some(p);
-    }
-    agent_sts::telemetry::init(settings.log.format);
+    // The same reading of file, environment and flags at start and on every reload.
+    let load = {
+        let config = config.clone();
+        move || -> Result<Settings, String> {
+            let mut settings = Settings::load(config.as_deref()).map_err(|e| e.to_string())?;
+            if let Some(l) = &listen {
+                settings.server.listen = l.clone();
+            }
+            if let Some(p) = &policy {
+                settings.policy.path = Some(p.clone());
+            }
+            Ok(settings)
+        }
+    };
+    let settings = load()?;
     let mode = if dev { Mode::Dev } else { Mode::Production };
-    server_runtime()?.block_on(async move {
-        let app = Application::build(settings, mode, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+    let runtime = server_runtime()?;
+    // The trace exporter's HTTP client must not be built inside the runtime.
+    let telemetry = agent_sts::telemetry::init(settings.log.format, &settings.otel)?;
+    if let Some(url) = &telemetry.traces_endpoint {
+        tracing::info!(endpoint = %url, "exporting traces over OTLP/HTTP");
+    }
+    let result = runtime.block_on(async move {
+        let source = SettingsSource { config_file: config, load: Box::new(load) };
+        let app = Application::build_with_source(settings, mode, Arc::new(SystemClock), source)
+            .map_err(|e| e.to_string())?;
         release_freed_memory();
-        app.run_until_stopped().await.map_err(|e| e.to_string())
-    })
+        app.run_until_signalled().await.map_err(|e| e.to_string())
+    });
+    telemetry.shutdown();
+    result
 }
 
 /// The broker settings the policy tools need: token lifetimes and the issuer.
@@ -379,7 +426,12 @@ fn keygen(out: &std::path::Path, alg: Alg, kid: Option<&str>, force: bool) -> Re
         pem_path.display(),
         jwk_path.display()
     );
-    eprintln!("to register it for an agent, add this to the agent's `keys` in the policy:");
+    eprintln!(
+        "as the broker's signing key: [[signing.keys]] kid = \"{}\" key_file = \"{}\" (README: Signing key rotation)",
+        kid.unwrap_or("<thumbprint>"),
+        pem_path.display()
+    );
+    eprintln!("to register it for an agent (or an MCP server), add this to its `keys` in the policy:");
     println!("{toml_line}");
     Ok(())
 }

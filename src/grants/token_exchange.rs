@@ -63,7 +63,7 @@ pub(crate) async fn token_exchange<'b>(
     let presented = Presented::parse(&subject.token);
     match (subject_kind(broker, &presented), subject.token_type) {
         (Subject::Ours, TokenType::AccessToken | TokenType::Jwt) | (Subject::Unparsed, TokenType::AccessToken) => {
-            exchange_own_token(broker, &subject.token, actor, now)
+            exchange_own_token(broker, &subject.token, actor, now).await
         }
         (Subject::Trusted, TokenType::Jwt | TokenType::IdToken) if actor.is_none() => {
             let typ = if subject.token_type == jwt { trusted_typ } else { TypRule::ID_TOKEN };
@@ -152,7 +152,7 @@ fn subject_kind(broker: &Broker, presented: &Presented<'_>) -> Subject {
 /// `[chains] max_actors`; scopes are capped by the subject's entitlement on the new server,
 /// the actor's allowance there, the subject token's own scopes and the request; `exp` by the
 /// subject token's.
-fn exchange_own_token<'b>(
+async fn exchange_own_token<'b>(
     broker: &'b Broker,
     raw: &str,
     actor: Option<&'b Agent>,
@@ -162,6 +162,8 @@ fn exchange_own_token<'b>(
         .tokens
         .verify_own(raw, now)
         .map_err(|e| OAuthError::invalid_request(format!("subject_token: {e}")))?;
+    // RFC 7009: a revoked token is not exchanged for a new one.
+    broker.check_not_revoked(&claims.jti).await?;
     let actor = actor.ok_or_else(|| {
         OAuthError::invalid_client(
             "exchanging an access token needs the agent's client authentication (RFC 7523 section 2.2)",

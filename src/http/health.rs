@@ -13,13 +13,13 @@ pub(crate) async fn healthz() -> HttpResponse {
 /// replay record is being closed (fresh assertions pass, ones that could have been spent
 /// before the loss are refused) the broker is ready, and says so with the window.
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.broker.replay.readiness().await {
+    let broker = state.broker();
+    match broker.replay.readiness().await {
         Ok(r) => {
             let mut body = serde_json::json!({"status": "ready"});
             // Trusted issuers whose keys are not known yet: their tokens get 503 until they
             // are, but agents work, so the broker is ready; said here for operators.
-            let issuers: Vec<serde_json::Value> = state
-                .broker
+            let issuers: Vec<serde_json::Value> = broker
                 .issuers
                 .status()
                 .into_iter()
@@ -34,7 +34,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 body["issuers"] = serde_json::Value::Array(issuers);
             }
             if let Some(lost) = r.lost {
-                let now = state.broker.clock.now_secs();
+                let now = broker.clock.now_secs();
                 body["replay_record_lost"] = serde_json::json!({
                     "lost_at_ms": lost.lost_at_ms,
                     "groups_affected": lost.groups_affected,

@@ -106,6 +106,17 @@ pub struct Fetcher {
     timeout: Duration,
     extra_roots: Vec<reqwest::Certificate>,
     max_bytes: usize,
+    /// Told the result of every key refresh (metrics: `agent_sts_issuer_key_fetches_total`).
+    observer: std::sync::OnceLock<Observer>,
+}
+
+/// A callback with a `Debug` that says what it is.
+pub struct Observer(Box<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Fetcher {
@@ -126,7 +137,20 @@ impl Fetcher {
             timeout: settings.timeout,
             extra_roots,
             max_bytes: settings.max_bytes,
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set the observer of refresh results (once; later calls are ignored).
+    pub fn observe(&self, f: Box<dyn Fn(bool) + Send + Sync>) {
+        let _ = self.observer.set(Observer(f));
+    }
+
+    /// Report one refresh's result to the observer.
+    pub fn report(&self, ok: bool) {
+        if let Some(f) = self.observer.get() {
+            (f.0)(ok);
+        }
     }
 
     async fn client(&self) -> Result<reqwest::Client, String> {

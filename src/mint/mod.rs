@@ -146,6 +146,11 @@ impl TokenIssuer {
         &self.issuer
     }
 
+    /// The `kid` of the key that signs.
+    pub fn kid(&self) -> &str {
+        self.key.kid()
+    }
+
     pub fn alg(&self) -> Alg {
         self.key.alg()
     }

@@ -18,7 +18,7 @@
 //! Allowance scope sets are shared ([`Arc`]): a policy of 500 000 allowances holds one copy
 //! of each distinct set per piece, not 500 000.
 
-use super::{parallel_map, Agent, Allowance, Policy, Server};
+use super::{parallel_map, Agent, Allowance, Policy, RateLimit, Server};
 use crate::crypto::VerifyingKey;
 use crate::protocol::ScopeSet;
 use serde::Deserialize;
@@ -66,6 +66,10 @@ struct ServerDef {
     max_token_lifetime_secs: Option<u64>,
     /// The agent that runs this MCP server: it may exchange tokens issued for it (a chain).
     operator: Option<String>,
+    /// The server's own public keys: it authenticates with them to `/introspect` and
+    /// `/revoke` (RFC 7662, RFC 7009). Optional.
+    #[serde(default)]
+    keys: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +83,16 @@ struct AgentDef {
     keys: Vec<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     allow: Vec<AllowDef>,
+    rate_limit: Option<RateLimitDef>,
+}
+
+/// `rate_limit = { per_second = 10, burst = 20 }`: tokens per second on average, and how
+/// many may come at once.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitDef {
+    per_second: f64,
+    burst: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +111,7 @@ struct PendingAgent {
     max_token_lifetime_secs: Option<u64>,
     keys: Vec<VerifyingKey>,
     allow: Vec<PendingAllowance>,
+    rate_limit: Option<RateLimit>,
 }
 
 struct PendingAllowance {
@@ -559,6 +574,7 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
         return Err(err(file, format!("{ctx}: offers no scopes")));
     }
     check_lifetime(file, &ctx, s.max_token_lifetime_secs)?;
+    let keys = parse_keys(file, &|| ctx.clone(), &s.keys)?;
     let idx = policy.servers.len();
     policy.by_server_id.insert(s.id.clone(), idx);
     policy.by_resource.insert(s.resource.clone(), idx);
@@ -568,6 +584,7 @@ fn add_server(policy: &mut Policy, file: &str, s: &ServerDef) -> Result<(), Poli
         scopes,
         max_token_lifetime_secs: s.max_token_lifetime_secs,
         operator: None,
+        keys,
         source: file.to_string(),
     });
     Ok(())
@@ -583,15 +600,19 @@ fn check_agent(file: &str, a: AgentDef, interned: &mut ScopeInterner) -> Result<
     }
     // An agent without keys cannot sign assertions; it is reached only through federation
     // (or delegation) rules that name it.
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(a.keys.len());
-    for (n, jwk) in a.keys.iter().enumerate() {
-        let key =
-            VerifyingKey::from_jwk(jwk).map_err(|e| err(file, format!("{}: key #{}: {e}", ctx(), n + 1)))?;
-        if keys.iter().any(|k| k.kid() == key.kid()) {
-            return Err(err(file, format!("{}: two keys have kid {:?}", ctx(), key.kid())));
+    let keys = parse_keys(file, &ctx, &a.keys)?;
+    let rate_limit = match &a.rate_limit {
+        None => None,
+        Some(r) if r.per_second.is_finite() && r.per_second > 0.0 && r.per_second <= 1e6 && r.burst >= 1 => {
+            Some(RateLimit { per_second: r.per_second, burst: r.burst })
         }
-        keys.push(key);
-    }
+        Some(_) => {
+            return Err(err(
+                file,
+                format!("{}: rate_limit needs per_second > 0 (at most 1000000) and burst >= 1", ctx()),
+            ))
+        }
+    };
     let mut allow: Vec<PendingAllowance> = Vec::with_capacity(a.allow.len());
     for al in a.allow {
         let server = al.server;
@@ -616,7 +637,26 @@ fn check_agent(file: &str, a: AgentDef, interned: &mut ScopeInterner) -> Result<
         max_token_lifetime_secs: a.max_token_lifetime_secs,
         keys,
         allow,
+        rate_limit,
     })
+}
+
+/// Public JWKs ▶ verifiers, each `kid` once.
+fn parse_keys(
+    file: &str,
+    ctx: &dyn Fn() -> String,
+    jwks: &[serde_json::Map<String, serde_json::Value>],
+) -> Result<Vec<VerifyingKey>, PolicyError> {
+    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(jwks.len());
+    for (n, jwk) in jwks.iter().enumerate() {
+        let key =
+            VerifyingKey::from_jwk(jwk).map_err(|e| err(file, format!("{}: key #{}: {e}", ctx(), n + 1)))?;
+        if keys.iter().any(|k| k.kid() == key.kid()) {
+            return Err(err(file, format!("{}: two keys have kid {:?}", ctx(), key.kid())));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// A checked agent with each allowance resolved: it must name a server that offers every
@@ -643,6 +683,7 @@ fn resolve_agent(policy: &Policy, file: &str, a: PendingAgent) -> Result<Agent, 
         max_token_lifetime_secs: a.max_token_lifetime_secs,
         keys: a.keys,
         allow,
+        rate_limit: a.rate_limit,
         source: file.to_string(),
     })
 }

@@ -32,9 +32,25 @@ pub struct Server {
     pub resource: String,
     pub scopes: ScopeSet,
     pub max_token_lifetime_secs: Option<u64>,
+    /// Keys the server authenticates with to `/introspect` and `/revoke` (may be empty).
+    pub keys: Vec<VerifyingKey>,
     /// Index into [`Policy::agents`] of the agent that operates this server, if any.
     pub operator: Option<usize>,
     pub source: String,
+}
+
+impl Server {
+    /// As [`Agent::key_for`], over the server's own keys.
+    pub fn key_for(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyingKey, KeySelectError> {
+        select_key(&self.keys, kid, alg)
+    }
+}
+
+/// An agent's rate limit (GCRA): `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 #[derive(Debug)]
@@ -55,6 +71,8 @@ pub struct Agent {
     pub keys: Vec<VerifyingKey>,
     /// Sorted by server index ([`Agent::allowance`] searches it).
     pub allow: Vec<Allowance>,
+    /// Tokens per second across every broker instance (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
     pub source: String,
 }
 
@@ -76,28 +94,39 @@ impl Agent {
     /// registered algorithm must equal the header's), otherwise the only key registered for
     /// the header's algorithm.
     pub fn key_for(&self, kid: Option<&str>, alg: Alg) -> Result<&VerifyingKey, KeySelectError> {
-        match kid {
-            Some(kid) => {
-                let key = self.keys.iter().find(|k| k.kid() == kid).ok_or(KeySelectError::UnknownKid)?;
-                if key.alg() != alg {
-                    return Err(KeySelectError::AlgMismatch { registered: key.alg(), header: alg });
-                }
-                Ok(key)
-            }
-            None => {
-                let mut fitting = self.keys.iter().filter(|k| k.alg() == alg);
-                match (fitting.next(), fitting.next()) {
-                    (Some(k), None) => Ok(k),
-                    (None, _) => Err(KeySelectError::NoKeyForAlg(alg)),
-                    (Some(_), Some(_)) => Err(KeySelectError::Ambiguous(alg)),
-                }
-            }
-        }
+        select_key(&self.keys, kid, alg)
     }
 
     /// The allowance on a server: a binary search, however many servers the agent reaches.
     pub fn allowance(&self, server: usize) -> Option<&Allowance> {
         self.allow.binary_search_by_key(&server, |a| a.server).ok().map(|i| &self.allow[i])
+    }
+}
+
+/// The key that must verify a JWS: by `kid` when the header has one (and then its
+/// registered algorithm must equal the header's), otherwise the only key registered for the
+/// header's algorithm.
+fn select_key<'k>(
+    keys: &'k [VerifyingKey],
+    kid: Option<&str>,
+    alg: Alg,
+) -> Result<&'k VerifyingKey, KeySelectError> {
+    match kid {
+        Some(kid) => {
+            let key = keys.iter().find(|k| k.kid() == kid).ok_or(KeySelectError::UnknownKid)?;
+            if key.alg() != alg {
+                return Err(KeySelectError::AlgMismatch { registered: key.alg(), header: alg });
+            }
+            Ok(key)
+        }
+        None => {
+            let mut fitting = keys.iter().filter(|k| k.alg() == alg);
+            match (fitting.next(), fitting.next()) {
+                (Some(k), None) => Ok(k),
+                (None, _) => Err(KeySelectError::NoKeyForAlg(alg)),
+                (Some(_), Some(_)) => Err(KeySelectError::Ambiguous(alg)),
+            }
+        }
     }
 }
 
@@ -147,6 +176,11 @@ impl Policy {
     }
 
     /// An RFC 8693 `audience`: a server's id or its resource URI.
+    /// A server by its policy id.
+    pub fn server(&self, id: &str) -> Option<&Server> {
+        self.by_server_id.get(id).map(|&i| &self.servers[i])
+    }
+
     pub fn server_by_audience(&self, audience: &str) -> Option<usize> {
         self.by_server_id.get(audience).or_else(|| self.by_resource.get(audience)).copied()
     }
@@ -182,6 +216,10 @@ impl Policy {
         for s in &self.servers {
             let life = s.max_token_lifetime_secs.map_or("default".to_string(), |l| format!("{l}s"));
             writeln!(out, "  {}  {}  scopes: {}  max lifetime: {}", s.id, s.resource, s.scopes, life)?;
+            if !s.keys.is_empty() {
+                let keys: Vec<String> = s.keys.iter().map(|k| format!("{} ({})", k.kid(), k.alg())).collect();
+                writeln!(out, "    introspection/revocation keys: {}", keys.join(", "))?;
+            }
         }
         writeln!(out, "agents:")?;
         // Formatted on every core, a batch of chunks at a time, written in order.
@@ -215,6 +253,9 @@ impl Policy {
             write!(out, "{sep}{} ({})", k.kid(), k.alg())?;
         }
         writeln!(out)?;
+        if let Some(r) = a.rate_limit {
+            writeln!(out, "    rate limit: {}/s, burst {}", r.per_second, r.burst)?;
+        }
         for al in &a.allow {
             let server = &self.servers[al.server];
             writeln!(out, "    {}: {} (default: {})", server.id, al.scopes, al.default_scopes)?;

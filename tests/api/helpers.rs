@@ -268,6 +268,11 @@ pub struct TestApp {
     pub clock: Arc<OffsetClock>,
     pub http: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
+    /// `metrics.listen`'s port, when the options set it.
+    pub metrics_port: Option<u16>,
+    /// Reloads the policy file at `policy_path` (what SIGHUP does in `serve`).
+    pub reloader: Arc<agent_sts::reload::Reloader>,
+    pub policy_path: std::path::PathBuf,
     _policy_dir: tempfile::TempDir,
 }
 
@@ -292,6 +297,8 @@ pub struct AppOptions {
     pub configure: fn(&mut Settings),
     /// Appended to the test policy (issuers, rules, more agents).
     pub extra_policy: String,
+    /// The whole policy file's text instead (default: [`policy_toml`] + `extra_policy`).
+    pub policy: Option<String>,
     /// Last word on the settings (listen address, lifetimes, signing key ...).
     pub settings: Option<SettingsHook>,
     /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
@@ -310,6 +317,7 @@ impl Default for AppOptions {
             issuer: None,
             configure: |_| {},
             extra_policy: String::new(),
+            policy: None,
             settings: None,
             tweak: None,
         }
@@ -331,11 +339,12 @@ impl TestApp {
     pub async fn spawn_with(opts: AppOptions) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, format!("{}\n{}", policy_toml(), opts.extra_policy)).expect("write policy");
+        let text = opts.policy.unwrap_or_else(|| format!("{}\n{}", policy_toml(), opts.extra_policy));
+        std::fs::write(&policy, text).expect("write policy");
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".into();
         settings.server.workers = Some(1);
-        settings.policy.path = Some(policy);
+        settings.policy.path = Some(policy.clone());
         settings.replay.backend = Some(opts.replay);
         settings.replay.redis_url = opts.redis_url.unwrap_or_else(shared_redis_url);
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
@@ -356,9 +365,21 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let issuer = app.issuer().to_string();
         let handle = app.handle();
+        let metrics_port = app.metrics_port();
+        let reloader = app.reloader();
         tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        TestApp { base, issuer, clock, http, handle, _policy_dir: dir }
+        TestApp {
+            base,
+            issuer,
+            clock,
+            http,
+            handle,
+            metrics_port,
+            reloader,
+            policy_path: policy,
+            _policy_dir: dir,
+        }
     }
 
     /// Stop serving (the port is free again once this returns).
@@ -376,22 +397,7 @@ impl TestApp {
 
     /// An assertion for `agent` that passes every check; adjust it before signing.
     pub fn assertion(&self, agent_id: &str) -> Assertion {
-        let a = agent(agent_id);
-        let now = self.now();
-        let k = &a.keys[0];
-        let mut header = Map::new();
-        header.insert("alg".into(), json!(k.key.alg().as_str()));
-        header.insert("typ".into(), json!("JWT"));
-        if let Some(kid) = &k.kid {
-            header.insert("kid".into(), json!(kid));
-        }
-        let claims = json!({
-            "iss": a.id, "sub": a.id, "aud": self.issuer,
-            "iat": now, "exp": now + 60,
-            "jti": agent_sts::crypto::random_id(),
-        });
-        let Value::Object(claims) = claims else { unreachable!() };
-        Assertion { key: &k.key, header, claims }
+        assertion_for(agent_id, &self.issuer, self.now())
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -437,6 +443,52 @@ impl TestApp {
         r.assert_ok();
         r.access_token().to_string()
     }
+}
+
+/// An assertion for `agent_id` with `aud` = `issuer` that passes every check; adjust it
+/// before signing.
+pub fn assertion_for(agent_id: &str, issuer: &str, now: i64) -> Assertion {
+    let a = agent(agent_id);
+    let k = &a.keys[0];
+    let mut header = Map::new();
+    header.insert("alg".into(), json!(k.key.alg().as_str()));
+    header.insert("typ".into(), json!("JWT"));
+    if let Some(kid) = &k.kid {
+        header.insert("kid".into(), json!(kid));
+    }
+    let claims = json!({
+        "iss": a.id, "sub": a.id, "aud": issuer,
+        "iat": now, "exp": now + 60,
+        "jti": agent_sts::crypto::random_id(),
+    });
+    let Value::Object(claims) = claims else { unreachable!() };
+    Assertion { key: &k.key, header, claims }
+}
+
+/// POST the MCP SDK's client-credentials form to `<base>/token` (for brokers other than a
+/// [`TestApp`]: child processes, requests spawned onto tasks).
+pub async fn post_client_credentials(
+    http: &reqwest::Client,
+    base: &str,
+    assertion: &str,
+    resource: &str,
+) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+            ("resource", resource),
+        ])
+        .finish();
+    let r = http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /token is answered");
+    Reply::read(r).await
 }
 
 // ---- Assertions ----------------------------------------------------------------------------

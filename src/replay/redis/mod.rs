@@ -57,6 +57,7 @@ pub struct RedisStore {
 
 struct Inner {
     link: Link,
+    prefix: String,
     keys: Keys,
     script_sha: String,
     timeout: Duration,
@@ -88,6 +89,7 @@ impl RedisStore {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 link,
+                prefix: config.key_prefix.clone(),
                 keys: Keys::new(&config.key_prefix),
                 script_sha: redis::Script::new(SPEND_SCRIPT).get_hash().to_string(),
                 timeout: config.command_timeout,
@@ -103,6 +105,27 @@ impl RedisStore {
 
     pub fn kind(&self) -> &'static str {
         self.inner.link.kind()
+    }
+
+    /// One single-key command for the broker's other state beside the spent keys (revoked
+    /// token ids, rate limits): on the master that owns `key`'s slot, bounded by the command
+    /// timeout. A server error is an error.
+    pub async fn command(&self, key: &str, cmd: redis::Cmd) -> Result<Value, ReplayError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors().add_command(cmd);
+        let replies = self.inner.bounded(self.inner.link.run(key_slot(key), pipe, 1)).await?;
+        match replies.into_iter().next() {
+            Some(Value::ServerError(e)) => {
+                Err(ReplayError::Unavailable(format!("server error {}", e.code())))
+            }
+            Some(v) => Ok(v),
+            None => Err(ReplayError::Unavailable("no reply".into())),
+        }
+    }
+
+    /// The configured key prefix (`replay.key_prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
     }
 
     /// In the background (when a Tokio runtime runs): as soon as Redis answers, read every
