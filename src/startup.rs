@@ -91,6 +91,11 @@ fn refuse_example_keys(policy: &Policy) -> Result<(), StartupError> {
             return refuse(&agent.source, format!("agent {:?}", agent.id));
         }
     }
+    for server in &policy.servers {
+        if server.keys.iter().any(is_public) {
+            return refuse(&server.source, format!("server {:?}", server.id));
+        }
+    }
     for issuer in &policy.issuers {
         if let crate::issuers::KeySource::Inline(set) = &issuer.source {
             if set.keys().any(|k| is_public(k)) {
