@@ -113,7 +113,7 @@ async fn platforms() -> Platforms {
     let (github, gitlab, k8s) = (Idp::start(), Idp::start(), Idp::start());
     let app = TestApp::spawn_with(AppOptions {
         extra_policy: platform_policy(&github, &gitlab, &k8s),
-        configure: |s| s.issuers.retry_initial_ms = 50,
+        tweak: tweak(|s| s.issuers.retry_initial_ms = 50),
         ..AppOptions::default()
     })
     .await;
@@ -448,10 +448,10 @@ async fn never_fetched_issuer_gives_503_until_it_is_up() {
     github.set_behaviour(Behaviour::Status(500));
     let app = TestApp::spawn_with(AppOptions {
         extra_policy: platform_policy(&github, &gitlab, &k8s),
-        configure: |s| {
+        tweak: tweak(|s| {
             s.issuers.retry_initial_ms = 50;
             s.issuers.retry_max_secs = 1;
-        },
+        }),
         ..AppOptions::default()
     })
     .await;

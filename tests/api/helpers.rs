@@ -283,9 +283,6 @@ impl Drop for TestApp {
     }
 }
 
-/// A last change to the broker's settings before it starts.
-pub type SettingsHook = Box<dyn FnOnce(&mut Settings) + Send>;
-
 pub struct AppOptions {
     pub redis_url: Option<String>,
     pub key_prefix: Option<String>,
@@ -293,20 +290,22 @@ pub struct AppOptions {
     /// The issuer (default: dev mode's `http://127.0.0.1:<port>`); instances behind one
     /// load balancer share it.
     pub issuer: Option<String>,
-    /// Any other setting.
-    pub configure: fn(&mut Settings),
     /// Appended to the test policy (issuers, rules, more agents).
     pub extra_policy: String,
     /// The whole policy file's text instead (default: [`policy_toml`] + `extra_policy`).
     pub policy: Option<String>,
-    /// Last word on the settings (listen address, lifetimes, signing key ...).
-    pub settings: Option<SettingsHook>,
-    /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
+    /// Any other setting (listen address, lifetimes, topology, skews ...), applied last,
+    /// before the broker starts: `tweak: tweak(|s| ...)`.
     pub tweak: Option<Tweak>,
 }
 
 /// A change to the settings a test makes before the broker starts.
 pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
+/// `AppOptions { tweak: tweak(|s| s.tokens.future_skew_secs = 0), .. }`.
+pub fn tweak(f: impl Fn(&mut Settings) + Send + Sync + 'static) -> Option<Tweak> {
+    Some(Arc::new(f))
+}
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -315,10 +314,8 @@ impl Default for AppOptions {
             key_prefix: None,
             replay: ReplayBackend::Redis,
             issuer: None,
-            configure: |_| {},
             extra_policy: String::new(),
             policy: None,
-            settings: None,
             tweak: None,
         }
     }
@@ -349,10 +346,6 @@ impl TestApp {
         settings.replay.redis_url = opts.redis_url.unwrap_or_else(shared_redis_url);
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
         settings.server.issuer = opts.issuer;
-        (opts.configure)(&mut settings);
-        if let Some(f) = opts.settings {
-            f(&mut settings);
-        }
         if let Some(tweak) = &opts.tweak {
             tweak(&mut settings);
         }

@@ -96,7 +96,7 @@ async fn labels_never_carry_request_strings() {
 #[tokio::test]
 async fn separate_metrics_listener() {
     let app = TestApp::spawn_with(AppOptions {
-        configure: |s| s.metrics.listen = Some("127.0.0.1:0".into()),
+        tweak: tweak(|s| s.metrics.listen = Some("127.0.0.1:0".into())),
         ..AppOptions::default()
     })
     .await;

@@ -156,7 +156,7 @@ async fn a_client_authorization_header_never_reaches_the_upstream() {
 #[tokio::test]
 async fn the_token_is_renewed_at_80_percent_of_its_life() {
     let app = TestApp::spawn_with(AppOptions {
-        settings: Some(Box::new(|s| s.tokens.default_lifetime_secs = 20)),
+        tweak: tweak(|s| s.tokens.default_lifetime_secs = 20),
         ..AppOptions::default()
     })
     .await;
@@ -378,11 +378,11 @@ async fn broker_down_gives_503_and_the_proxy_recovers_without_a_restart() {
         async move {
             wait_port_free(port).await;
             TestApp::spawn_with(AppOptions {
-                settings: Some(Box::new(move |s| {
+                tweak: tweak(move |s| {
                     s.server.listen = format!("127.0.0.1:{port}");
-                    s.signing.key_file = Some(signing);
+                    s.signing.key_file = Some(signing.clone());
                     s.tokens.default_lifetime_secs = 20;
-                })),
+                }),
                 ..AppOptions::default()
             })
             .await

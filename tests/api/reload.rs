@@ -13,7 +13,7 @@ async fn in_flight_request_finishes_under_its_snapshot() {
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(AppOptions {
         redis_url: Some(redis.url()),
-        configure: |s| s.replay.command_timeout_ms = 5000,
+        tweak: tweak(|s| s.replay.command_timeout_ms = 5000),
         ..AppOptions::default()
     })
     .await;

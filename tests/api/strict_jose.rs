@@ -224,7 +224,7 @@ async fn rfc7523bis_audience_is_exactly_the_issuer() {
 #[tokio::test]
 async fn token_endpoint_audience_only_with_the_compatibility_setting() {
     let app = TestApp::spawn_with(AppOptions {
-        configure: |s| s.tokens.accept_token_endpoint_audience = true,
+        tweak: tweak(|s| s.tokens.accept_token_endpoint_audience = true),
         ..AppOptions::default()
     })
     .await;
