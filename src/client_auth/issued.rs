@@ -14,7 +14,7 @@ use crate::crypto::{sha256_hex, CompactJws, VerifyingKey};
 use crate::issuers::{IssuerConfig, Issuers, LookupError};
 use crate::policy::{KeySelectError, Policy};
 use crate::protocol::MAX_TOKEN_LEN;
-use crate::replay::{AssertionTimes, ReplayKey, ReplayStore, Spend};
+use crate::replay::{ReplayStore, Spend};
 use std::sync::Arc;
 
 /// A trusted issuer's token that passed every check (and, for a single-use issuer, whose
@@ -125,14 +125,7 @@ pub async fn verify_issued<'p, S: ReplayStore>(
             Some(j) if !j.is_empty() && j.len() <= MAX_JTI_LEN => format!("jti:{j}"),
             _ => format!("sha256:{}", sha256_hex(&[raw.as_bytes()])),
         };
-        let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-        let times = AssertionTimes {
-            iat: checked.claims.iat(),
-            nbf: checked.claims.nbf(),
-            exp: checked.exp,
-            lifetime_capped: false,
-        };
-        if store.spend(&ReplayKey::for_jti(&config.issuer, &id), until_ms, &times).await? == Spend::Replayed {
+        if super::spend(store, &config.issuer, &id, &checked, rules.skew, false).await? == Spend::Replayed {
             return Err(AuthError::Replayed);
         }
     }

@@ -162,6 +162,24 @@ pub fn check_assertion_presented<'p>(
     Ok(checked)
 }
 
+/// Step 7: spend `id` (a `jti`, namespaced by `issuer`, hashed) until the JWT could no longer
+/// be accepted (`exp` + the past skew). `lifetime_capped`: whether the checklist capped its
+/// lifetime (an agent's assertion), which decides what its `exp` proves after a loss of the
+/// replay record ([`crate::replay::window`]).
+pub(crate) async fn spend<S: ReplayStore, T>(
+    store: &S,
+    issuer: &str,
+    id: &str,
+    checked: &Checked<T>,
+    skew: Skew,
+    lifetime_capped: bool,
+) -> Result<Spend, ReplayError> {
+    let until_ms = checked.exp.saturating_add(skew.past_secs).saturating_mul(1000);
+    let c = &checked.claims;
+    let times = AssertionTimes { iat: c.iat(), nbf: c.nbf(), exp: checked.exp, lifetime_capped };
+    store.spend(&ReplayKey::for_jti(issuer, id), until_ms, &times).await
+}
+
 /// The whole checklist for an agent assertion: [`check_assertion`], then step 7, the atomic
 /// replay check. The `jti` (namespaced by issuer, hashed) is spent until the assertion could
 /// no longer be accepted (`exp` + the past skew).
@@ -177,14 +195,7 @@ pub async fn verify<'p, S: ReplayStore>(
     let agent = checked.who;
     let jti = checked.claims.jti().unwrap_or_default().to_string();
     // 7.
-    let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-    let times = AssertionTimes {
-        iat: checked.claims.iat(),
-        nbf: checked.claims.nbf(),
-        exp: checked.exp,
-        lifetime_capped: true,
-    };
-    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms, &times).await? {
+    match spend(store, &agent.id, &jti, &checked, rules.skew, true).await? {
         Spend::Fresh => Ok(VerifiedAssertion {
             agent,
             jti,

@@ -172,10 +172,7 @@ fn inline_keys(keys: &[JsonObject], algorithms: &[Alg]) -> Result<KeySet, String
 
 /// Policy ids: 1 to 255 printable ASCII characters, no spaces or quotes (as agents and servers).
 fn check_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 255
-        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    if ok {
+    if crate::policy::is_valid_id(id) {
         Ok(())
     } else {
         Err(format!("issuer id {id:?} must be 1 to 255 printable ASCII characters without spaces or quotes"))

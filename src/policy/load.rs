@@ -514,10 +514,7 @@ impl ScopeInterner {
 }
 
 pub(super) fn check_id(file: &str, what: &str, id: &str) -> Result<(), PolicyError> {
-    let ok = !id.is_empty()
-        && id.len() <= 255
-        && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
-    if ok {
+    if super::is_valid_id(id) {
         Ok(())
     } else {
         Err(err(

@@ -152,6 +152,12 @@ pub struct Policy {
     pub sources: Vec<String>,
 }
 
+/// Policy ids (agents, servers, issuers, rules): 1 to 255 printable ASCII characters, no
+/// spaces, quotes or backslashes.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 impl Policy {
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.by_agent_id.get(id).map(|&i| &self.agents[i])
