@@ -113,12 +113,26 @@ impl Reloader {
     pub fn fingerprint(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        // Metadata, not contents: a policy of 100 000 agents is tens of megabytes, and hashing
+        // it every few seconds would cost real CPU. `metadata` follows symlinks, so the
+        // `..data` swap of a Kubernetes volume shows as another inode; an edit in place as
+        // another size or modification time (nanoseconds on the usual file systems).
         let mut add = |p: &Path| {
             h.update(p.as_os_str().as_encoded_bytes());
-            match std::fs::read(p) {
-                Ok(bytes) => {
-                    h.update((bytes.len() as u64).to_be_bytes());
-                    h.update(&bytes);
+            match std::fs::metadata(p) {
+                Ok(m) => {
+                    h.update(m.len().to_be_bytes());
+                    if let Ok(t) = m.modified() {
+                        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                        h.update(d.as_nanos().to_be_bytes());
+                    }
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::MetadataExt;
+                        h.update(m.ino().to_be_bytes());
+                        h.update(m.dev().to_be_bytes());
+                        h.update(m.ctime_nsec().to_be_bytes());
+                    }
                 }
                 Err(e) => h.update(e.kind().to_string().as_bytes()),
             }
@@ -193,7 +207,7 @@ fn restart_only_changes(old: &Settings, new: &Settings) -> Vec<&'static str> {
 ///
 /// Polling, not inotify: the policy usually lives on a Kubernetes ConfigMap or Secret
 /// volume, which is updated by swapping a `..data` symlink, an event inotify watches on the
-/// files themselves miss; reading a few small files every few seconds costs nothing
+/// files themselves miss; reading the files' metadata every few seconds costs nothing
 /// measurable and sees every kind of update (editor rename, symlink swap, in-place write).
 pub struct Watcher {
     stop: Arc<std::sync::atomic::AtomicBool>,
