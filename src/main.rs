@@ -282,6 +282,7 @@ fn serve(
         let app = Application::build_with_source(settings, mode, Arc::new(SystemClock), source)
             .map_err(|e| e.to_string())?;
         release_freed_memory();
+        agent_sts::reload::after_swap(release_freed_memory);
         app.run_until_signalled().await.map_err(|e| e.to_string())
     });
     telemetry.shutdown();

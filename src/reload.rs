@@ -39,6 +39,15 @@ use std::sync::Mutex;
 /// it in; an invalid policy or key is refused, logged and counted, and the old snapshot keeps
 /// serving. What only a restart can change (listeners, replay store, logging, tracing) is
 /// kept, and a change to it is logged.
+/// What to run after a reload has swapped the snapshot in (the binary releases the memory
+/// the load freed: mimalloc hands pages back only when asked).
+static AFTER_SWAP: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Set [`AFTER_SWAP`] once, at start.
+pub fn after_swap(f: fn()) {
+    let _ = AFTER_SWAP.set(f);
+}
+
 pub struct Reloader {
     source: Box<dyn Fn() -> Result<Settings, String> + Send + Sync>,
     config_file: Option<PathBuf>,
@@ -81,10 +90,14 @@ impl Reloader {
     pub fn reload(&self, why: &str) -> Result<(), String> {
         let mut serving = self.serving.lock().map_err(|_| "reload lock poisoned".to_string())?;
         let now_ms = self.parts.clock.now_ms();
+        // One loader thread: the request workers keep the other cores while a large policy
+        // loads (issue 12: a reload must not stall requests).
         let result = (self.source)().and_then(|settings| {
-            build_snapshot(&settings, self.mode, &self.issuer, &self.parts)
-                .map(|b| (settings, b))
-                .map_err(|e| e.to_string())
+            crate::policy::with_load_workers(1, || {
+                build_snapshot(&settings, self.mode, &self.issuer, &self.parts)
+            })
+            .map(|b| (settings, b))
+            .map_err(|e| e.to_string())
         });
         match result {
             Ok((settings, broker)) => {
@@ -93,8 +106,15 @@ impl Reloader {
                 }
                 let (agents, servers) = (broker.policy.agents.len(), broker.policy.servers.len());
                 let kid = broker.tokens.kid().to_string();
-                self.current.store(Arc::new(Served::new(Arc::new(broker))));
+                let old = self.current.swap(Arc::new(Served::new(Arc::new(broker))));
                 *serving = settings;
+                // The old snapshot goes when its last in-flight request ends (usually now);
+                // hand what the load freed back to the system instead of keeping it until the
+                // allocator next needs memory.
+                drop(old);
+                if let Some(release) = AFTER_SWAP.get() {
+                    release();
+                }
                 self.parts.shared.metrics.policy_reload(true, now_ms);
                 tracing::info!(reason = why, agents, servers, signing_kid = %kid, "policy and keys reloaded");
                 Ok(())

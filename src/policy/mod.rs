@@ -270,10 +270,27 @@ impl Policy {
     }
 }
 
-/// `f` over `items` on every available core; results in the order of `items`.
+thread_local! {
+    /// A cap on the loader's threads for loads started on this thread ([`with_load_workers`]).
+    static LOAD_WORKERS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `f` (a policy load) with at most `workers` loader threads. A reload runs beside the
+/// request workers: with one loader thread it leaves the other cores to them, so a reload of
+/// a large policy slows nothing but itself.
+pub fn with_load_workers<R>(workers: usize, f: impl FnOnce() -> R) -> R {
+    let before = LOAD_WORKERS.with(|w| w.replace(Some(workers.max(1))));
+    let out = f();
+    LOAD_WORKERS.with(|w| w.set(before));
+    out
+}
+
+/// `f` over `items` on every available core (or as many as [`with_load_workers`] allows);
+/// results in the order of `items`.
 pub(crate) fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = LOAD_WORKERS.with(|w| w.get()).unwrap_or(cores).clamp(1, cores).min(items.len());
     if workers <= 1 {
         return items.iter().map(f).collect();
     }
