@@ -6,6 +6,7 @@ mod client_credentials;
 mod delegation;
 mod discovery;
 mod federation;
+mod fuzz_findings;
 mod helpers;
 mod idp;
 mod issuer_keys;
