@@ -21,6 +21,10 @@
 //! At the end a summary prints our exchange beside the floor and their ratio (target ≤ 1.4×,
 //! issue 3), read back from criterion's `estimates.json`.
 
+// The exchange future (spans, rate limit, revocation check) nests deeper than the default
+// limit allows when its type is checked here.
+#![recursion_limit = "256"]
+
 mod common;
 
 use agent_sts::broker::Broker;
@@ -41,6 +45,8 @@ use std::time::Duration;
 const ISSUER: &str = "https://sts.example.com";
 /// The trusted issuer of the federation benches (its keys are inline: nothing is fetched).
 const PLATFORM: &str = "https://token.actions.githubusercontent.com";
+/// The user identity provider of the on-behalf-of bench.
+const IDP: &str = "https://login.acme.example/realms/corp";
 
 /// Everything the benches share, built once.
 struct Fixture {
@@ -50,6 +56,8 @@ struct Fixture {
     /// A trusted issuer's RS256 and ES256 keys (federation, issue 7).
     platform_rs256: AgentKey,
     platform_es256: AgentKey,
+    /// A user identity provider's key (on-behalf-of, issue 8).
+    idp: AgentKey,
     broker: Broker,
     /// The broker's signing key as PEM, for the floor benches.
     broker_pem: String,
@@ -62,27 +70,48 @@ fn fixture() -> Fixture {
     let rs256 = AgentKey::generate("https://agents.example.com/billing-reconciler-rs256", Alg::RS256);
     let platform_rs256 = AgentKey::generate("platform-rs256", Alg::RS256);
     let platform_es256 = AgentKey::generate("platform-es256", Alg::ES256);
+    let idp = AgentKey::generate("idp", Alg::ES256);
     let toml = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         common::policy_toml(&[&es256, &eddsa, &rs256]),
-        common::federation_toml(PLATFORM, &[&platform_rs256, &platform_es256], &es256.id)
+        common::federation_toml(PLATFORM, &[&platform_rs256, &platform_es256], &es256.id),
+        common::delegation_toml(IDP, &idp, &es256.id)
     );
-    let policy = Policy::from_sources(&[("bench.toml".into(), toml)]).expect("bench policy loads");
+    let mut sources = vec![("bench.toml".to_string(), toml)];
+    // HOT_PATH_PAD_AGENTS=100000: the same benches with a policy of that many more agents
+    // (issue 12: per-request cost must not depend on the policy's size).
+    let pad: usize = std::env::var("HOT_PATH_PAD_AGENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if pad > 0 {
+        let spec = common::generated::Spec {
+            servers: (pad / 20).max(1),
+            agents: pad,
+            allow: 5,
+            alg: Alg::ES256,
+            seed: 1,
+            prefix: "pad-".into(),
+        };
+        sources.push(("pad.toml".to_string(), common::generated::policy_text(&spec)));
+        eprintln!("hot_path: policy padded with {pad} generated agents (HOT_PATH_PAD_AGENTS)");
+    }
+    let policy = Policy::from_sources(&sources).expect("bench policy loads");
     let pair = agent_sts::crypto::generate_key_pair(Alg::ES256, None).expect("broker key");
     let key = SigningKey::from_pem(Alg::ES256, pair.private_pem.0.as_bytes(), None).expect("load broker key");
     let tokens = TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer");
     let clock: SharedClock = Arc::new(SystemClock);
     let issuers = agent_sts::issuers::Issuers::new(&Default::default(), clock.clone(), &policy.issuers)
         .expect("trusted issuers");
+    // Capacity well above what a run spends: a full store would refuse (503).
+    let replay = Arc::new(AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())));
+    let shared = Arc::new(agent_sts::broker::Shared::new(true, replay.clone(), clock.clone()));
     let broker = Broker {
         issuers: Arc::new(issuers),
         policy: Arc::new(policy),
         tokens,
-        // Capacity well above what a run spends: a full store would refuse (503).
-        replay: AnyReplayStore::Memory(MemoryStore::new(4_000_000, clock.clone())),
+        replay,
         rules: agent_sts::startup::assertion_rules(ISSUER, &agent_sts::config::TokenSettings::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },
         clock,
+        shared,
     };
     let now = broker.clock.now_secs();
     Fixture {
@@ -91,6 +120,7 @@ fn fixture() -> Fixture {
         rs256,
         platform_rs256,
         platform_es256,
+        idp,
         broker,
         broker_pem: pair.private_pem.0,
         now,
@@ -185,7 +215,7 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
 
     let mut g = c.benchmark_group("exchange");
     type Body<'a> = Box<dyn Fn() -> String + 'a>;
-    let cases: [(&str, Body); 7] = [
+    let cases: [(&str, Body); 8] = [
         (
             "client_credentials_es256",
             Box::new(|| common::client_credentials_body(&f.es256.assertion(ISSUER, f.now, 300), DOCS)),
@@ -212,6 +242,13 @@ fn bench_exchange(c: &mut Criterion, f: &Fixture) {
             "jwt_bearer_federated_es256",
             Box::new(|| {
                 common::jwt_bearer_body(&f.platform_es256.platform_token(PLATFORM, ISSUER, f.now), DOCS)
+            }),
+        ),
+        (
+            "token_exchange_on_behalf_of_es256",
+            Box::new(|| {
+                let user = f.idp.user_token(IDP, ISSUER, f.now);
+                common::on_behalf_of_body(&user, &f.es256.assertion(ISSUER, f.now, 300), DOCS)
             }),
         ),
         (
@@ -269,6 +306,19 @@ fn bench_floor(c: &mut Criterion, f: &Fixture) {
             })
         });
     }
+    // On-behalf-of: two ES256 verifies (the user's token, the agent's assertion) + one sign.
+    let user = f.idp.user_token(IDP, ISSUER, f.now);
+    let (user_input, user_sig) = user.rsplit_once('.').expect("three parts");
+    let user_sig = agent_sts::crypto::b64url_decode(user_sig).expect("b64");
+    let idp_jwk = josekit::jwk::Jwk::from_map(f.idp.public_jwk.clone()).expect("jwk");
+    let idp_verifier = josekit::jws::ES256.verifier_from_jwk(&idp_jwk).expect("verifier");
+    g.bench_function("delegated_two_verifies_plus_sign", |b| {
+        b.iter(|| {
+            josekit::jws::JwsVerifier::verify(&idp_verifier, user_input.as_bytes(), &user_sig)
+                .expect("verifies");
+            black_box(floor.josekit_pair())
+        })
+    });
     g.finish();
 }
 
@@ -329,6 +379,15 @@ fn summary() {
                 );
             }
         }
+    }
+    println!("\n== issue 8: an on-behalf-of token exchange against its floor (medians) ==");
+    let floor = est("delegated_two_verifies_plus_sign");
+    let ours = estimate_ns("exchange", "token_exchange_on_behalf_of_es256");
+    println!("  floor (two josekit ES256 verifies + one sign) {}, ours {}", us(floor), us(ours));
+    if let (Some(fl), Some(o)) = (floor, ours) {
+        let ratio = o / fl;
+        let verdict = if ratio <= 1.4 { "within" } else { "OVER" };
+        println!("  ratio: {ratio:.2}× ({verdict} 1.4×; in process, memory replay, inline issuer keys)");
     }
     println!("\n== issue 7: a federated jwt-bearer exchange against its floor (medians) ==");
     for alg in ["rs256", "es256"] {

@@ -4,6 +4,7 @@
 //! cargo build --release                                   # the broker binary it drives
 //! cargo bench --bench loadgen -- --replay redis           # client_credentials, Redis replay
 //! cargo bench --bench loadgen -- --replay redis --half-peak
+//! cargo bench --bench loadgen -- --replay redis-cluster     # a local 3-master Redis Cluster
 //! cargo bench --bench loadgen -- --mode token-exchange --replay memory
 //! cargo bench --bench loadgen -- --mode healthz                # the HTTP floor, no exchange
 //! cargo bench --bench loadgen -- --help
@@ -13,7 +14,10 @@
 //!
 //! What it does, in order:
 //! 1. writes a temporary policy (fresh agent keys), broker signing key and config TOML;
-//!    with `--replay redis` starts its own `redis-server` on a free loopback port;
+//!    with `--replay redis` starts its own `redis-server` on a free loopback port, with
+//!    `--replay redis-cluster` three cluster masters (no replicas) joined by `redis-cli`;
+//!    either way the replay markers are created "long ago" first, as on a store that has
+//!    served for a while (a new marker is a loss, and the broker would refuse at first);
 //! 2. spawns `agent-sts serve --config …` (issuer `http://127.0.0.1:<port>`, `RUST_LOG=warn`
 //!    unless `--broker-log`) and times the cold start: spawn ▶ first 200 from `GET /readyz`;
 //! 3. times the cryptographic floor on this run's keys (ES256 verify + sign, through josekit
@@ -84,6 +88,14 @@ enum ClientSched {
 enum Replay {
     Memory,
     Redis,
+    /// Three Redis Cluster masters (no replicas) on free loopback ports.
+    RedisCluster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Parser)]
@@ -142,6 +154,14 @@ struct Args {
     /// Scheduling policy of the load generator's own threads (it shares the broker's cores).
     #[arg(long, value_enum, default_value = "batch")]
     client_sched: ClientSched,
+    /// `metrics.enabled` of the broker: `on` (its default) counts every request for
+    /// `/metrics`; `off` is the plain figure.
+    #[arg(long, value_enum, default_value = "on")]
+    metrics: OnOff,
+    /// Export traces over OTLP/HTTP to a sink in this process (every request sampled); the
+    /// sink counts what it receives and answers 200.
+    #[arg(long)]
+    otlp: bool,
     /// Soak mode (issue 14): run this long, paced at `--soak-fraction` of the peak (or at
     /// `--rate`), sampling the broker's RSS and open fds every 10 s (benches/soak/mod.rs).
     #[arg(long)]
@@ -155,6 +175,22 @@ struct Args {
     /// Print the results as one JSON object too.
     #[arg(long)]
     json: bool,
+    /// Pad the policy with this many generated agents (one ES256 key each, issue 12) that
+    /// send nothing: per-request CPU with a large policy against the same run without.
+    #[arg(long, default_value_t = 0)]
+    pad_agents: usize,
+    /// Generated servers of the padding (the padding agents reach `--pad-allow` of them).
+    #[arg(long, default_value_t = 1000)]
+    pad_servers: usize,
+    #[arg(long, default_value_t = 5)]
+    pad_allow: usize,
+    /// Split the padding over this many files (the policy is then a directory).
+    #[arg(long, default_value_t = 1)]
+    pad_files: usize,
+    /// How long the broker may take to answer /readyz (a large policy loads first; a broker
+    /// under valgrind, through an `AGENT_STS_BIN` wrapper script, starts slowly too).
+    #[arg(long, default_value_t = 15)]
+    ready_timeout_secs: u64,
     /// `cargo bench` passes `--bench`; accepted and ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -349,6 +385,90 @@ fn start_redis(port: u16) -> Result<ChildGuard, Error> {
     }
 }
 
+/// A local Redis Cluster: three masters, no replicas (the broker's work per spend is the
+/// same; replicas would only add Redis CPU), each in a directory of its own.
+struct RedisClusterGuard {
+    nodes: Vec<ChildGuard>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_redis_cluster() -> Result<RedisClusterGuard, Error> {
+    let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-cluster-").tempdir()?;
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let (port, bus) = (free_port()?, free_port()?);
+        let node_dir = dir.path().join(format!("node{i}"));
+        std::fs::create_dir(&node_dir)?;
+        let child = normal_sched(&mut Command::new("redis-server"))
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        nodes.push(ChildGuard { name: "redis-server (cluster)", child });
+        ports.push(port);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ports.iter().all(|p| redis_ping(*p).is_ok()) {
+        if Instant::now() > deadline {
+            return Err("cluster nodes did not answer PING within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(|e| format!("--replay redis-cluster needs redis-cli: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout)).into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = ports.iter().all(|p| {
+            let info = redis::Client::open(format!("redis://127.0.0.1:{p}"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c));
+            info.is_ok_and(|i| i.contains("cluster_state:ok"))
+        });
+        if ok {
+            return Ok(RedisClusterGuard { nodes, ports, _dir: dir });
+        }
+        if Instant::now() > deadline {
+            return Err("the cluster did not reach cluster_state:ok within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Create the broker's replay markers as if the store had served for long: a missing marker
+/// is a loss, after which the broker refuses for the clock skew (tokens.clock_skew_secs).
+fn seed_replay_markers(urls: &[String], cluster: bool) -> Result<(), Error> {
+    use agent_sts::clock::Clock;
+    let long_ago = agent_sts::clock::SystemClock.now_ms() - 86_400_000;
+    let markers = agent_sts::replay::marker_key_names("agent-sts:");
+    let set = |m: &String| redis::cmd("SET").arg(m).arg(long_ago).arg("NX").clone();
+    if cluster {
+        let mut c = redis::cluster::ClusterClient::new(urls.to_vec())?.get_connection()?;
+        for m in &markers {
+            let _: Option<String> = set(m).query(&mut c)?;
+        }
+    } else {
+        let mut c = redis::Client::open(urls[0].as_str())?.get_connection()?;
+        for m in &markers {
+            let _: Option<String> = set(m).query(&mut c)?;
+        }
+    }
+    Ok(())
+}
+
 fn redis_ping(port: u16) -> Result<(), Error> {
     let mut s =
         TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))?;
@@ -446,36 +566,130 @@ struct Setup {
     log: PathBuf,
     port: u16,
     issuer: String,
+    ready_timeout_secs: u64,
 }
 
-fn write_setup(args: &Args, redis_port: Option<u16>) -> Result<Setup, Error> {
+/// What the in-process OTLP sink received.
+#[derive(Default)]
+struct SinkCounts {
+    requests: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+/// An OTLP/HTTP sink on a free loopback port: reads each request (keep-alive, Content-Length
+/// framing), counts it, answers 200 with an empty body. Threads end with the process.
+fn start_otlp_sink() -> Result<(u16, std::sync::Arc<SinkCounts>), Error> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering::Relaxed;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let counts = std::sync::Arc::new(SinkCounts::default());
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let Ok(mut out) = conn.try_clone() else { return };
+                let mut reader = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    c.requests.fetch_add(1, Relaxed);
+                    c.bytes.fetch_add(len as u64, Relaxed);
+                    if out
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((port, counts))
+}
+
+fn write_setup(args: &Args, redis_urls: &[String], otlp_port: Option<u16>) -> Result<Setup, Error> {
     let dir = tempfile::Builder::new().prefix("agent-sts-loadgen-").tempdir()?;
     let agents: Vec<AgentKey> = (0..args.agents.max(1))
         .map(|i| AgentKey::generate(&format!("https://agents.example.com/loadgen-agent-{i}"), args.alg))
         .collect();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, common::policy_toml(&agents.iter().collect::<Vec<_>>()))?;
+    let own_policy = common::policy_toml(&agents.iter().collect::<Vec<_>>());
+    let policy = if args.pad_agents == 0 {
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, own_policy)?;
+        policy
+    } else {
+        // A directory: this run's agents in one file, the padding beside them.
+        let policy = dir.path().join("policy");
+        std::fs::create_dir_all(&policy)?;
+        std::fs::write(policy.join("loadgen.toml"), own_policy)?;
+        let spec = common::generated::Spec {
+            servers: args.pad_servers,
+            agents: args.pad_agents,
+            allow: args.pad_allow,
+            alg: Alg::ES256,
+            seed: 1,
+            prefix: "pad-".into(),
+        };
+        let out = if args.pad_files <= 1 { policy.join("pad.toml") } else { policy.clone() };
+        common::generated::write_policy(&spec, &out, args.pad_files)?;
+        policy
+    };
     let signing = dir.path().join("signing.pem");
     let pair = crypto::generate_key_pair(Alg::ES256, None)?;
     std::fs::write(&signing, pair.private_pem.0.as_bytes())?;
     let port = free_port()?;
     let issuer = format!("http://127.0.0.1:{port}");
-    let replay = match redis_port {
-        Some(p) => format!("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{p}\"\n"),
-        None => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
+    let replay = match args.replay {
+        Replay::Redis => format!("backend = \"redis\"\nredis_url = {:?}\n", redis_urls[0]),
+        Replay::RedisCluster => {
+            format!("backend = \"redis\"\ntopology = \"cluster\"\nnodes = {redis_urls:?}\n")
+        }
+        Replay::Memory => "backend = \"memory\"\nmemory_capacity = 2000000\n".to_string(),
     };
     let workers = args.broker_workers.map_or(String::new(), |w| format!("workers = {w}\n"));
+    let mut ops = format!("\n[metrics]\nenabled = {}\n", args.metrics == OnOff::On);
+    if let Some(p) = otlp_port {
+        ops.push_str(&format!("\n[otel]\nendpoint = \"http://127.0.0.1:{p}\"\n"));
+    }
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nissuer = \"{issuer}\"\n{workers}\n\
              [policy]\npath = {policy:?}\n\n[signing]\nkey_file = {signing:?}\nalg = \"ES256\"\n\n\
-             [replay]\n{replay}"
+             [replay]\n{replay}{ops}"
         ),
     )?;
     let log = dir.path().join("broker.log");
-    Ok(Setup { dir, signing_pem: pair.private_pem.0, agents, config, log, port, issuer })
+    Ok(Setup {
+        dir,
+        signing_pem: pair.private_pem.0,
+        agents,
+        config,
+        log,
+        port,
+        issuer,
+        ready_timeout_secs: args.ready_timeout_secs,
+    })
 }
 
 fn spawn_broker(
@@ -540,7 +754,7 @@ fn log_tail(path: &Path) -> String {
 
 /// Spawn ▶ the first 200 from `/readyz`.
 fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Result<Duration, Error> {
-    let deadline = started + Duration::from_secs(15);
+    let deadline = started + Duration::from_secs(setup.ready_timeout_secs);
     loop {
         if let Some(status) = broker.exited() {
             return Err(format!("the broker exited at start ({status}):\n{}", log_tail(&setup.log)).into());
@@ -549,7 +763,12 @@ fn wait_ready(broker: &mut ChildGuard, setup: &Setup, started: Instant) -> Resul
             return Ok(started.elapsed());
         }
         if Instant::now() > deadline {
-            return Err(format!("/readyz did not answer 200 within 15 s:\n{}", log_tail(&setup.log)).into());
+            return Err(format!(
+                "/readyz did not answer 200 within {} s (--ready-timeout-secs):\n{}",
+                setup.ready_timeout_secs,
+                log_tail(&setup.log)
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -849,15 +1068,15 @@ fn run_phase(rt: &tokio::runtime::Runtime, plan: Plan) -> Result<PhaseResult, Er
             let redis = plan.redis_pid.clone();
             move || -> Result<([f64; 5], Instant), String> {
                 let e = |e: Error| format!("sampling /proc: {e}");
-                let redis = match &redis {
-                    Some(r) => cpu_secs(r).map_err(e)?,
-                    None => 0.0,
-                };
+                let mut redis_cpu = 0.0;
+                for r in redis.iter().flat_map(|r| r.split(',')) {
+                    redis_cpu += cpu_secs(r).map_err(e)?;
+                }
                 Ok((
                     [
                         cpu_secs(&pid).map_err(e)?,
                         cpu_secs("self").map_err(e)?,
-                        redis,
+                        redis_cpu,
                         machine_busy_secs().map_err(e)?,
                         context_switches(&pid).map_err(e)? as f64,
                     ],
@@ -972,16 +1191,37 @@ fn run(args: &Args) -> Result<(), Error> {
     if args.client_sched == ClientSched::Batch {
         batch_self()?;
     }
-    let redis_port = match args.replay {
-        Replay::Redis => Some(free_port()?),
-        Replay::Memory => None,
+    let (redis, redis_cluster) = match args.replay {
+        Replay::Redis => {
+            let port = free_port()?;
+            (Some((start_redis(port)?, port)), None)
+        }
+        Replay::RedisCluster => (None, Some(start_redis_cluster()?)),
+        Replay::Memory => (None, None),
     };
-    let redis = redis_port.map(start_redis).transpose()?;
-    let setup = write_setup(args, redis_port)?;
+    let redis_urls: Vec<String> = match (&redis, &redis_cluster) {
+        (Some((_, port)), _) => vec![format!("redis://127.0.0.1:{port}")],
+        (_, Some(c)) => c.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect(),
+        _ => Vec::new(),
+    };
+    if !redis_urls.is_empty() {
+        seed_replay_markers(&redis_urls, redis_cluster.is_some())?;
+    }
+    // Every Redis process, for the CPU accounting.
+    let redis_pids: Option<String> = match (&redis, &redis_cluster) {
+        (Some((r, _)), _) => Some(r.pid().to_string()),
+        (_, Some(c)) => Some(c.nodes.iter().map(|n| n.pid().to_string()).collect::<Vec<_>>().join(",")),
+        _ => None,
+    };
+    let sink = if args.otlp { Some(start_otlp_sink()?) } else { None };
+    let setup = write_setup(args, &redis_urls, sink.as_ref().map(|(p, _)| *p))?;
     let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
     let cold = wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();
     let rss_idle = status_kib(&pid, "VmRSS")?;
+    // CPU the broker spent to get ready (all threads): on a busy machine a steadier figure
+    // than the wall-clock cold start.
+    let cpu_to_ready = cpu_secs(&pid)?;
 
     println!("agent-sts loadgen (issue 3); load generator on the same machine as the broker");
     println!(
@@ -1011,9 +1251,16 @@ fn run(args: &Args) -> Result<(), Error> {
             ClientSched::Normal => "SCHED_OTHER",
         }
     );
+    if args.pad_agents > 0 {
+        println!(
+            "  policy:      padded with {} generated agents x {} allowances over {} servers, in {} file(s)",
+            args.pad_agents, args.pad_allow, args.pad_servers, args.pad_files
+        );
+    }
     println!(
-        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz); RSS at idle {:.1} MiB",
+        "  cold start:  {:.1} ms (spawn ▶ first 200 from /readyz), {:.2} s of broker CPU; RSS at idle {:.1} MiB",
         ms(cold),
+        cpu_to_ready,
         rss_idle as f64 / 1024.0
     );
 
@@ -1075,7 +1322,7 @@ fn run(args: &Args) -> Result<(), Error> {
                 warmup: Duration::from_secs(args.warmup_secs),
                 duration: Duration::from_secs(args.duration_secs),
                 broker_pid: pid.clone(),
-                redis_pid: redis.as_ref().map(|r| r.pid().to_string()),
+                redis_pid: redis_pids.clone(),
                 expect_token: args.mode != GrantMode::Healthz,
             },
         )?;
@@ -1104,6 +1351,15 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     let log_bytes = std::fs::metadata(&setup.log).map_or(0, |m| m.len());
     println!("  broker log: {log_bytes} bytes written (RUST_LOG={})", args.broker_log);
+    println!("  metrics: {:?}", args.metrics);
+    if let Some((port, counts)) = &sink {
+        use std::sync::atomic::Ordering::Relaxed;
+        println!(
+            "  OTLP sink (127.0.0.1:{port}): {} export requests, {:.1} MiB of spans received",
+            counts.requests.load(Relaxed),
+            counts.bytes.load(Relaxed) as f64 / (1024.0 * 1024.0)
+        );
+    }
     if args.json {
         let j = serde_json::json!({
             "mode": format!("{:?}", args.mode),
@@ -1111,6 +1367,10 @@ fn run(args: &Args) -> Result<(), Error> {
             "connections": args.connections,
             "broker_log": args.broker_log,
             "cold_start_ms": ms(cold),
+            "idle_rss_mib": rss_idle as f64 / 1024.0,
+            "cpu_to_ready_secs": cpu_to_ready,
+            "pad_agents": args.pad_agents,
+            "pad_files": args.pad_files,
             "peak_rss_mib": hwm as f64 / 1024.0,
             "phases": results,
         });

@@ -21,6 +21,10 @@ pub struct Settings {
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
+    pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub otel: OtelSettings,
+    #[serde(default)]
     pub issuers: IssuerFetchSettings,
 }
 
@@ -36,6 +40,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// HTTP worker threads (default: one per CPU).
     pub workers: Option<usize>,
+    /// On SIGTERM/SIGINT: stop accepting, then give in-flight requests this long to finish.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -45,15 +51,19 @@ impl Default for ServerSettings {
             issuer: None,
             max_body_bytes: 16 * 1024,
             workers: None,
+            shutdown_timeout_secs: 20,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
     /// A policy file, or a directory whose `*.toml` files form the policy.
     pub path: Option<PathBuf>,
+    /// Reload when the policy files (or the signing key files) change, checked this often;
+    /// 0 turns watching off (SIGHUP still reloads).
+    pub watch_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,12 +76,38 @@ pub struct SigningSettings {
     pub kid: Option<String>,
     /// Public JWK files published in the JWKS besides the active key (key rotation).
     pub additional_public_keys: Vec<PathBuf>,
+    /// Key rotation: the `kid` of the key in `keys` that signs.
+    pub active: Option<String>,
+    /// Key rotation: every signing key, published in the JWKS; only `active` signs. Replaces
+    /// `key_file`/`kid`/`additional_public_keys` (not both).
+    pub keys: Vec<SigningKeySettings>,
 }
 
 impl Default for SigningSettings {
     fn default() -> Self {
-        SigningSettings { key_file: None, alg: Alg::ES256, kid: None, additional_public_keys: Vec::new() }
+        SigningSettings {
+            key_file: None,
+            alg: Alg::ES256,
+            kid: None,
+            additional_public_keys: Vec::new(),
+            active: None,
+            keys: Vec::new(),
+        }
     }
+}
+
+/// One `[[signing.keys]]` entry: a private key (it may become active) or, for a key that
+/// signs elsewhere or was retired from signing, its public JWK alone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySettings {
+    pub kid: String,
+    /// Default: inferred from the key (RSA: RS256).
+    pub alg: Option<Alg>,
+    /// PKCS#8 PEM private key.
+    pub key_file: Option<PathBuf>,
+    /// A public JWK (JSON) instead of the private key: published and verified, never signs.
+    pub public_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,8 +119,9 @@ pub struct TokenSettings {
     pub max_assertion_lifetime_secs: u64,
     /// How long after its `exp` a JWT is still accepted (clocks that run behind).
     pub clock_skew_secs: u64,
-    /// How far in the future `iat` and `nbf` may be (clocks that run ahead); it also bounds
-    /// how long fresh assertions are refused after the replay store lost its record.
+    /// How far in the future `iat` and `nbf` may be (clocks that run ahead). It is also how
+    /// long fresh assertions are refused after the replay store lost its record (fresh ones
+    /// pass from loss + this + 1 s), so it is small: NTP keeps clocks far closer than this.
     pub future_skew_secs: u64,
     /// Also accept `<issuer>/token` as an assertion's `aud` (what Authlib sends). Off by
     /// default: draft-ietf-oauth-rfc7523bis asks for the issuer identifier alone.
@@ -98,7 +135,7 @@ impl Default for TokenSettings {
             max_lifetime_secs: 3600,
             max_assertion_lifetime_secs: 300,
             clock_skew_secs: 60,
-            future_skew_secs: 5,
+            future_skew_secs: 1,
             accept_token_endpoint_audience: false,
         }
     }
@@ -111,13 +148,40 @@ pub enum ReplayBackend {
     Redis,
 }
 
+/// How the Redis replay store is deployed (README: "Replay store: topologies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTopology {
+    /// One Redis, or a managed endpoint, at `redis_url`.
+    #[default]
+    Single,
+    /// The master that the Sentinels in `nodes` name `sentinel_master`.
+    Sentinel,
+    /// Redis Cluster, found from the seed nodes in `nodes`.
+    Cluster,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplaySettings {
     /// `redis` (default; required when several brokers share the load) or `memory`
     /// (single process; the dev-mode default).
     pub backend: Option<ReplayBackend>,
+    /// Single: the server. Sentinel: scheme, credentials and database for the master (its
+    /// host and port come from Sentinel).
     pub redis_url: String,
+    pub topology: RedisTopology,
+    /// Sentinel: the Sentinels' URLs; Cluster: seed nodes' URLs.
+    pub nodes: Vec<String>,
+    /// Sentinel: the monitored master's name.
+    pub sentinel_master: Option<String>,
+    /// PEM CA bundle that must have signed the Redis servers' certificates (`rediss://`);
+    /// replaces the system trust store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Replicas that must acknowledge each spend (`WAIT`) before a token is issued.
+    pub min_replica_acks: u32,
+    /// How long `WAIT` waits for those acknowledgements (less than the command timeout).
+    pub replica_ack_timeout_ms: u64,
     pub command_timeout_ms: u64,
     pub key_prefix: String,
     /// Most unexpired entries the in-memory store holds; past that it refuses (503).
@@ -129,10 +193,47 @@ impl Default for ReplaySettings {
         ReplaySettings {
             backend: None,
             redis_url: "redis://127.0.0.1:6379".into(),
+            topology: RedisTopology::Single,
+            nodes: Vec::new(),
+            sentinel_master: None,
+            tls_ca_file: None,
+            min_replica_acks: 0,
+            replica_ack_timeout_ms: 100,
             command_timeout_ms: 250,
             key_prefix: "agent-sts:".into(),
             memory_capacity: 200_000,
         }
+    }
+}
+
+impl ReplaySettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError(format!("replay.{why}")));
+        if self.command_timeout_ms == 0 {
+            return bad("command_timeout_ms must be at least 1");
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return bad("key_prefix must not contain { or } (the broker sets the Redis Cluster hash tags)");
+        }
+        match self.topology {
+            RedisTopology::Single => {}
+            RedisTopology::Sentinel if self.nodes.is_empty() => {
+                return bad("nodes must list the Sentinels' URLs when topology is sentinel")
+            }
+            RedisTopology::Sentinel if self.sentinel_master.as_deref().is_none_or(str::is_empty) => {
+                return bad("sentinel_master must name the master when topology is sentinel")
+            }
+            RedisTopology::Cluster if self.nodes.is_empty() => {
+                return bad("nodes must list seed nodes' URLs when topology is cluster")
+            }
+            _ => {}
+        }
+        if self.min_replica_acks > 0
+            && (self.replica_ack_timeout_ms == 0 || self.replica_ack_timeout_ms >= self.command_timeout_ms)
+        {
+            return bad("replica_ack_timeout_ms must be at least 1 and less than command_timeout_ms");
+        }
+        Ok(())
     }
 }
 
@@ -148,6 +249,50 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     pub format: LogFormat,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings { path: None, watch_interval_secs: 5 }
+    }
+}
+
+/// Prometheus metrics (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Count and serve metrics.
+    pub enabled: bool,
+    /// Serve `/metrics` on this address only (e.g. `0.0.0.0:9090`, not exposed publicly).
+    /// Unset: `/metrics` is served on `server.listen`.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true, listen: None }
+    }
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf). Off unless an endpoint is set here
+/// or in `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// Collector base URL, e.g. `http://otel-collector:4318` (`/v1/traces` is appended).
+    pub endpoint: Option<String>,
+    /// Extra request headers (authentication for a hosted backend).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `service.name` (default: `OTEL_SERVICE_NAME`, else `agent-sts`).
+    pub service_name: Option<String>,
+    /// Fraction of new traces sampled (a caller's sampled flag is followed).
+    pub sample_ratio: f64,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings { endpoint: None, headers: Default::default(), service_name: None, sample_ratio: 1.0 }
+    }
 }
 
 /// How trusted issuers' keys are fetched (`[issuers]`; the issuers themselves are in the
@@ -251,6 +396,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("signing.additional_public_keys")
+                .with_list_parse_key("replay.nodes")
                 .source(Some(env)),
         );
         let cfg = builder.build().map_err(|e| ConfigError(e.to_string()))?;
@@ -269,11 +415,46 @@ impl Settings {
         if t.max_assertion_lifetime_secs == 0 {
             return Err(ConfigError("tokens.max_assertion_lifetime_secs must be at least 1".into()));
         }
-        if self.replay.command_timeout_ms == 0 {
-            return Err(ConfigError("replay.command_timeout_ms must be at least 1".into()));
+        self.replay.check()?;
+        let sg = &self.signing;
+        if !sg.keys.is_empty() || sg.active.is_some() {
+            if sg.key_file.is_some() || sg.kid.is_some() || !sg.additional_public_keys.is_empty() {
+                return Err(ConfigError(
+                    "signing: use either [[signing.keys]] with signing.active, or key_file/kid/additional_public_keys, not both".into(),
+                ));
+            }
+            let active = sg.active.as_deref().ok_or_else(|| {
+                ConfigError("signing.active is required with [[signing.keys]]: the kid that signs".into())
+            })?;
+            for (i, k) in sg.keys.iter().enumerate() {
+                if k.kid.is_empty() || sg.keys[..i].iter().any(|o| o.kid == k.kid) {
+                    return Err(ConfigError(format!(
+                        "signing.keys: kid {:?} is empty or listed twice",
+                        k.kid
+                    )));
+                }
+                if k.key_file.is_some() == k.public_key_file.is_some() {
+                    return Err(ConfigError(format!(
+                        "signing.keys {:?}: give exactly one of key_file and public_key_file",
+                        k.kid
+                    )));
+                }
+            }
+            match sg.keys.iter().find(|k| k.kid == active) {
+                Some(k) if k.key_file.is_some() => {}
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "signing.active {active:?} has no key_file: the active key must be a private key"
+                    )))
+                }
+                None => return Err(ConfigError(format!("signing.active {active:?} is not in signing.keys"))),
+            }
         }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError("server.max_body_bytes must be at least 1024".into()));
+        }
+        if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
+            return Err(ConfigError("otel.sample_ratio must be between 0 and 1".into()));
         }
         if let Some(issuer) = &self.server.issuer {
             check_issuer(issuer)?;
@@ -356,6 +537,40 @@ mod tests {
         ] {
             assert!(Settings::load_from(None, env(&[(k, v)])).is_err(), "{k}={v} must be refused");
         }
+    }
+
+    #[test]
+    fn replay_topologies_are_checked() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("AGENT_STS__REPLAY__TOPOLOGY", "cluster"),
+                ("AGENT_STS__REPLAY__NODES", "redis://10.0.0.1:6379,redis://10.0.0.2:6379"),
+                ("AGENT_STS__REPLAY__MIN_REPLICA_ACKS", "1"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.replay.topology, RedisTopology::Cluster);
+        assert_eq!(s.replay.nodes.len(), 2);
+        assert_eq!(s.replay.min_replica_acks, 1);
+        assert!(Settings::load_from(None, env(&[("AGENT_STS__REPLAY__TOPOLOGY", "cluster")])).is_err());
+        assert!(Settings::load_from(
+            None,
+            env(&[
+                ("AGENT_STS__REPLAY__TOPOLOGY", "sentinel"),
+                ("AGENT_STS__REPLAY__NODES", "redis://s:26379")
+            ])
+        )
+        .is_err());
+        assert!(Settings::load_from(None, env(&[("AGENT_STS__REPLAY__KEY_PREFIX", "{x}")])).is_err());
+        assert!(Settings::load_from(
+            None,
+            env(&[
+                ("AGENT_STS__REPLAY__MIN_REPLICA_ACKS", "1"),
+                ("AGENT_STS__REPLAY__REPLICA_ACK_TIMEOUT_MS", "250")
+            ])
+        )
+        .is_err());
     }
 
     #[test]

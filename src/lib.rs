@@ -18,12 +18,17 @@ pub mod config;
 pub mod crypto;
 mod grants;
 pub mod http;
+pub mod introspection;
 pub mod issuers;
 pub mod mint;
+pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
 pub mod replay;
+pub mod revocation;
 pub mod startup;
 pub mod telemetry;
 

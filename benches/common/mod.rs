@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each bench binary uses a different part
 
+pub mod generated;
+
 use agent_sts::crypto::{self, Alg, SigningKey};
 use agent_sts::protocol::{ASSERTION_TYPE_JWT_BEARER, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE};
 
@@ -124,6 +126,44 @@ pub fn federation_toml(iss: &str, keys: &[&AgentKey], agent: &str) -> String {
          job_workflow_ref = {{ glob = \"acme/infra/.github/workflows/deploy.yml@*\" }}\n",
         jwks.join(", ")
     )
+}
+
+/// A user identity provider with `key` inline and a delegation rule that lets `actor` act for
+/// its staff on both servers (issue 8).
+pub fn delegation_toml(iss: &str, key: &AgentKey, actor: &str) -> String {
+    let jwk: toml::Value =
+        serde_json::from_value(serde_json::Value::Object(key.public_jwk.clone())).expect("JWK as TOML");
+    format!(
+        "[[issuer]]\nid = \"corp-idp\"\nissuer = \"{iss}\"\nkeys = [{jwk}]\nalgorithms = [\"ES256\"]\nsingle_use = false\n\n\
+         [[delegation]]\nid = \"for-staff\"\nissuer = \"corp-idp\"\nactor = \"{actor}\"\n[delegation.subject]\n\
+         groups = {{ contains = \"staff\" }}\n\
+         [[delegation.allow]]\nserver = \"docs\"\nscopes = [\"read\", \"write\"]\n\
+         [[delegation.allow]]\nserver = \"tickets\"\nscopes = [\"read\"]\n"
+    )
+}
+
+/// A user's access token from identity provider `iss`, for audience `aud`.
+impl AgentKey {
+    pub fn user_token(&self, iss: &str, aud: &str, now: i64) -> String {
+        self.sign_claims(&serde_json::json!({
+            "iss": iss, "aud": aud, "sub": "alice", "email": "alice@acme.example",
+            "groups": ["staff", "engineering"], "scope": "openid read write",
+            "iat": now, "exp": now + 3600, "jti": uuid_v4()
+        }))
+    }
+}
+
+/// RFC 8693 on-behalf-of: the user's token as subject, the agent by its client assertion.
+pub fn on_behalf_of_body(user_token: &str, assertion: &str, resource: &str) -> String {
+    form(&[
+        ("grant_type", GRANT_TOKEN_EXCHANGE),
+        ("subject_token", user_token),
+        ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ("client_assertion_type", ASSERTION_TYPE_JWT_BEARER),
+        ("client_assertion", assertion),
+        ("resource", resource),
+        ("scope", "read"),
+    ])
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {

@@ -281,9 +281,15 @@ pub(super) fn run(args: &Args, soak_secs: u64) -> Result<(), Error> {
     let redis_port = match args.replay {
         Replay::Redis => Some(super::free_port()?),
         Replay::Memory => None,
+        Replay::RedisCluster => return Err("--soak-secs runs with --replay redis or memory".into()),
     };
     let redis = redis_port.map(start_redis).transpose()?;
-    let mut setup = write_setup(args, redis_port)?;
+    let redis_urls: Vec<String> = redis_port.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    if !redis_urls.is_empty() {
+        // As for every loadgen run: a fresh Redis looks like one that lost its data.
+        super::seed_replay_markers(&redis_urls, false)?;
+    }
+    let mut setup = write_setup(args, &redis_urls, None)?;
     let (mut broker, started) = spawn_broker(&bin, &setup, &args.broker_log, args.broker_cpus.as_deref())?;
     wait_ready(&mut broker, &setup, started)?;
     let pid = broker.pid().to_string();

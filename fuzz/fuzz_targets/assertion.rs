@@ -12,7 +12,7 @@
 //! * the same assertion a second time is refused as replayed.
 #![no_main]
 
-use agent_sts::client_auth::{verify, AuthError, Role};
+use agent_sts::client_auth::{verify, AuthError, Presented, Role};
 use agent_sts_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -28,16 +28,17 @@ fuzz_target!(|data: &[u8]| {
         1 => signed_by.and_then(K::trusted_for),
         _ => Some("agent-b"),
     };
-    let verified = match block_on(verify(&token, client_id, &f.policy, &f.rules, &store, NOW)) {
-        Ok(v) => v,
-        Err(e) => {
-            trace(format_args!("refused: {e}"));
-            for role in [Role::ClientAuth, Role::Grant, Role::SubjectToken, Role::ActorToken] {
-                assert_description_charset(&e.to_oauth(role));
+    let verified =
+        match block_on(verify(Presented::parse(&token), client_id, &f.policy, &f.rules, &store, NOW)) {
+            Ok(v) => v,
+            Err(e) => {
+                trace(format_args!("refused: {e}"));
+                for role in [Role::ClientAuth, Role::Grant, Role::SubjectToken, Role::ActorToken] {
+                    assert_description_charset(&e.to_oauth(role));
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let agent = verified.agent.id.as_str();
     trace(format_args!("accepted: {agent}"));
 
@@ -82,6 +83,6 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // RFC 7523 section 3 item 7: a second use is refused.
-    let again = block_on(verify(&token, client_id, &f.policy, &f.rules, &store, NOW));
+    let again = block_on(verify(Presented::parse(&token), client_id, &f.policy, &f.rules, &store, NOW));
     assert!(matches!(again, Err(AuthError::Replayed)), "a replayed assertion: {again:?}");
 });

@@ -14,7 +14,7 @@
 //! (`ISSUED_TOKEN`), an ID token (`ID_TOKEN`), an ID-JAG (`ID_JAG`).
 #![no_main]
 
-use agent_sts::client_auth::{verify_issued, AuthError, IssuedRules, Role, Skew, TypRule};
+use agent_sts::client_auth::{verify_issued, AuthError, IssuedRules, Presented, Role, Skew, TypRule};
 use agent_sts_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -32,16 +32,17 @@ fuzz_target!(|data: &[u8]| {
     let rules =
         IssuedRules { typ, default_audience: ISSUER, skew: Skew { past_secs: 60, future_secs: 5 }, id_jag };
     let store = fresh_store();
-    let issued = match block_on(verify_issued(&token, &f.policy, &f.issuers, &rules, &store, NOW)) {
-        Ok(t) => t,
-        Err(e) => {
-            trace(format_args!("refused: {e}"));
-            for role in [Role::Grant, Role::SubjectToken] {
-                assert_description_charset(&e.to_oauth(role));
+    let issued =
+        match block_on(verify_issued(Presented::parse(&token), &f.policy, &f.issuers, &rules, &store, NOW)) {
+            Ok(t) => t,
+            Err(e) => {
+                trace(format_args!("refused: {e}"));
+                for role in [Role::Grant, Role::SubjectToken] {
+                    assert_description_charset(&e.to_oauth(role));
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let iss = issued.config.issuer.as_str();
     trace(format_args!("accepted: {iss}"));
     let keys = keys_trusted_for(iss);
@@ -76,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!jti.is_empty() && jti.len() <= 256);
     }
 
-    let again = block_on(verify_issued(&token, &f.policy, &f.issuers, &rules, &store, NOW));
+    let again = block_on(verify_issued(Presented::parse(&token), &f.policy, &f.issuers, &rules, &store, NOW));
     if issued.config.single_use || id_jag {
         assert!(matches!(again, Err(AuthError::Replayed)), "a single-use token twice: {again:?}");
     } else {

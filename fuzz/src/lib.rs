@@ -310,10 +310,12 @@ pub fn fresh_store() -> MemoryStore {
 pub fn broker() -> Broker {
     let f = fixture();
     let key = SigningKey::from_pem(Alg::ES256, K::Broker.key().pem.as_bytes(), Some("broker")).expect("key");
+    let replay = Arc::new(AnyReplayStore::Memory(fresh_store()));
     Broker {
         policy: f.policy.clone(),
         tokens: TokenIssuer::new(ISSUER.into(), key, vec![]).expect("token issuer"),
-        replay: AnyReplayStore::Memory(fresh_store()),
+        shared: Arc::new(agent_sts::broker::Shared::new(false, replay.clone(), f.clock.clone())),
+        replay,
         issuers: f.issuers.clone(),
         clock: f.clock.clone(),
         rules: f.rules.clone(),

@@ -25,7 +25,8 @@ pub struct ProxyArgs {
 }
 
 pub fn run(args: ProxyArgs) -> Result<(), String> {
-    agent_sts::telemetry::init(agent_sts::config::LogFormat::Text);
+    // Logs only: the proxy exports no traces.
+    let _ = agent_sts::telemetry::init(agent_sts::config::LogFormat::Text, &Default::default());
     let key = args.agent.key()?;
     let mut config = ProxyConfig::new(args.agent.issuer.clone(), key, args.upstream, Arc::new(SystemClock));
     config.resource = args.resource;

@@ -9,12 +9,12 @@
 //! refetch of [`crate::issuers::IssuerKeys::lookup_or_refetch`]. Keys never fetched: 503.
 
 use super::checklist::{check_parsed, Checked, Expect, JwtError, Skew, TypRule, MAX_JTI_LEN};
-use super::AuthError;
+use super::{AuthError, Presented};
 use crate::crypto::{sha256_hex, CompactJws, VerifyingKey};
 use crate::issuers::{IssuerConfig, Issuers, LookupError};
 use crate::policy::{KeySelectError, Policy};
 use crate::protocol::MAX_TOKEN_LEN;
-use crate::replay::{ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayKey, ReplayStore, Spend};
 use std::sync::Arc;
 
 /// A trusted issuer's token that passed every check (and, for a single-use issuer, whose
@@ -94,16 +94,18 @@ fn run(
 /// an unknown `kid`), then, for a single-use issuer, the spend of its `jti` (or of a hash of
 /// the whole token when it has none) until `exp` + the past skew.
 pub async fn verify_issued<'p, S: ReplayStore>(
-    raw: &str,
+    presented: Presented<'_>,
     policy: &'p Policy,
     issuers: &Issuers,
     rules: &IssuedRules<'_>,
     store: &S,
     now: i64,
 ) -> Result<IssuedToken<'p>, AuthError> {
-    // Step 1, and the issuer its (not yet verified) iss names, to choose the expectations.
-    let jws = CompactJws::parse(raw, MAX_TOKEN_LEN).map_err(JwtError::from)?;
-    let issuer = jws.payload.get("iss").and_then(|v| v.as_str()).and_then(|iss| policy.issuer_by_iss(iss));
+    // Step 1 (done by whoever presented it), and the issuer its (not yet verified) iss names,
+    // to choose the expectations.
+    let issuer = presented.trusted_issuer(policy);
+    let raw = presented.raw;
+    let jws = presented.into_jws()?;
     let (kid, alg) = (jws.header.kid.clone(), jws.header.alg);
     let checked = match run(jws, issuer, policy, issuers, rules, now, None) {
         Err(JwtError::Key(KeySelectError::UnknownKid)) => {
@@ -124,22 +126,15 @@ pub async fn verify_issued<'p, S: ReplayStore>(
             _ => format!("sha256:{}", sha256_hex(&[raw.as_bytes()])),
         };
         let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-        if store.spend(&ReplayKey::for_jti(&config.issuer, &id), until_ms).await? == Spend::Replayed {
+        let times = AssertionTimes {
+            iat: checked.claims.iat(),
+            nbf: checked.claims.nbf(),
+            exp: checked.exp,
+            lifetime_capped: false,
+        };
+        if store.spend(&ReplayKey::for_jti(&config.issuer, &id), until_ms, &times).await? == Spend::Replayed {
             return Err(AuthError::Replayed);
         }
     }
     Ok(IssuedToken { issuer: index, config, checked })
-}
-
-/// Whether a token's (unverified) `iss` names a trusted issuer: how grants tell a platform
-/// or user token from an agent's assertion before checking either.
-pub fn names_trusted_issuer(raw: &str, policy: &Policy) -> bool {
-    trusted_issuer_of(raw, policy).is_some()
-}
-
-/// The trusted issuer (policy index) a token's unverified `iss` names, if any.
-pub fn trusted_issuer_of(raw: &str, policy: &Policy) -> Option<usize> {
-    CompactJws::parse(raw, MAX_TOKEN_LEN)
-        .ok()
-        .and_then(|j| j.payload.get("iss").and_then(|v| v.as_str()).and_then(|i| policy.issuer_by_iss(i)))
 }

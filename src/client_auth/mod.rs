@@ -9,14 +9,16 @@
 
 pub mod checklist;
 mod issued;
+mod presented;
 
 pub use checklist::{check, check_parsed, Checked, Expect, JwtError, Skew, TypRule};
-pub use issued::{names_trusted_issuer, trusted_issuer_of, verify_issued, IssuedRules, IssuedToken};
+pub use issued::{verify_issued, IssuedRules, IssuedToken};
+pub use presented::Presented;
 
 use crate::crypto::VerifyingKey;
 use crate::policy::{Agent, Policy};
 use crate::protocol::OAuthError;
-use crate::replay::{ReplayError, ReplayKey, ReplayStore, Spend};
+use crate::replay::{AssertionTimes, ReplayError, ReplayKey, ReplayStore, Spend};
 
 /// Where a JWT was presented; it decides the error code of a refusal and names the
 /// parameter in the description.
@@ -71,9 +73,7 @@ pub enum AuthError {
 impl AuthError {
     pub fn to_oauth(&self, role: Role) -> OAuthError {
         match self {
-            AuthError::Store(_) => {
-                return OAuthError::unavailable("the replay store is unavailable; retry shortly")
-            }
+            AuthError::Store(e) => return e.to_oauth(),
             AuthError::Jwt(JwtError::KeysUnavailable) => {
                 return OAuthError::unavailable(format!(
                     "{}: the keys of its issuer are not available yet (fail closed); retry shortly",
@@ -124,6 +124,17 @@ pub fn check_assertion<'p>(
     rules: &AssertionRules,
     now: i64,
 ) -> Result<Checked<&'p Agent>, JwtError> {
+    check_assertion_presented(Presented::parse(raw), client_id, policy, rules, now)
+}
+
+/// As [`check_assertion`], for a JWT already parsed (step 1) by whoever looked at it first.
+pub fn check_assertion_presented<'p>(
+    presented: Presented<'_>,
+    client_id: Option<&str>,
+    policy: &'p Policy,
+    rules: &AssertionRules,
+    now: i64,
+) -> Result<Checked<&'p Agent>, JwtError> {
     let audiences: Vec<&str> = rules.audiences.iter().map(String::as_str).collect();
     let expect = Expect {
         typ: TypRule::ASSERTION,
@@ -133,7 +144,7 @@ pub fn check_assertion<'p>(
         require_jti: true,
         skew: rules.skew,
     };
-    let checked = check(raw, &expect, now, |header, claims| {
+    let checked = check_parsed(presented.into_jws()?, &expect, now, |header, claims| {
         let iss = claims.iss().unwrap_or_default();
         if client_id.is_some_and(|c| c != iss) {
             return Err(JwtError::ClientIdMismatch);
@@ -155,19 +166,25 @@ pub fn check_assertion<'p>(
 /// replay check. The `jti` (namespaced by issuer, hashed) is spent until the assertion could
 /// no longer be accepted (`exp` + the past skew).
 pub async fn verify<'p, S: ReplayStore>(
-    raw: &str,
+    presented: Presented<'_>,
     client_id: Option<&str>,
     policy: &'p Policy,
     rules: &AssertionRules,
     store: &S,
     now: i64,
 ) -> Result<VerifiedAssertion<'p>, AuthError> {
-    let checked = check_assertion(raw, client_id, policy, rules, now)?;
+    let checked = check_assertion_presented(presented, client_id, policy, rules, now)?;
     let agent = checked.who;
     let jti = checked.claims.jti().unwrap_or_default().to_string();
     // 7.
     let until_ms = checked.exp.saturating_add(rules.skew.past_secs).saturating_mul(1000);
-    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms).await? {
+    let times = AssertionTimes {
+        iat: checked.claims.iat(),
+        nbf: checked.claims.nbf(),
+        exp: checked.exp,
+        lifetime_capped: true,
+    };
+    match store.spend(&ReplayKey::for_jti(&agent.id, &jti), until_ms, &times).await? {
         Spend::Fresh => Ok(VerifiedAssertion {
             agent,
             jti,

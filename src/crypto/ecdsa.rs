@@ -4,19 +4,21 @@
 //! context on every call, and OpenSSL 3 looks the algorithm up in its provider store each
 //! time (read locks, a hash-table walk): about 5.7 µs per verify + sign pair on the 2-core
 //! benchmark machine, 7 % of the whole exchange (benches/README.md). Here the key is an
-//! `EC_KEY` parsed once at load, the digest is one SHA-2 call, and the signature goes straight
-//! to `ECDSA_do_verify`/`ECDSA_do_sign`: the same OpenSSL arithmetic without the per-call
-//! setup.
+//! `EC_KEY` built once, the digest is one SHA-2 call, and the signature goes straight to
+//! `ECDSA_do_verify`/`ECDSA_do_sign`: the same OpenSSL arithmetic without the per-call setup.
 //!
-//! josekit still parses and validates every key (crypto/keys.rs), and signs and verifies the
-//! other algorithms.
+//! Public keys are validated here when a policy is loaded ([`validate_public_point`]) and
+//! turned into an `EC_KEY` only when first used ([`EcdsaVerifier::from_public_point`]),
+//! so that a policy of 100 000 agents costs 100 000 point checks, not 100 000 `EC_KEY`s
+//! (issue 12). josekit still signs and verifies nothing of ECDSA.
 
 use super::Alg;
-use openssl::bn::BigNum;
-use openssl::ec::{EcGroup, EcKey};
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::ecdsa::EcdsaSig;
 use openssl::nid::Nid;
 use openssl::pkey::{Private, Public};
+use std::sync::OnceLock;
 
 /// The curve parameters an ECDSA JWS algorithm fixes.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +45,40 @@ impl Curve {
             Digest::Sha384(openssl::sha::sha384(message))
         }
     }
+
+    /// The curve's group and field prime, built once per process and shared by every key:
+    /// `EC_GROUP_new_by_curve_name` is not free, and nothing here mutates a group.
+    fn shared(self) -> Result<&'static SharedCurve, String> {
+        static P256: OnceLock<Option<SharedCurve>> = OnceLock::new();
+        static P384: OnceLock<Option<SharedCurve>> = OnceLock::new();
+        let cell = if self.len == 32 { &P256 } else { &P384 };
+        cell.get_or_init(|| SharedCurve::new(self).ok())
+            .as_ref()
+            .ok_or_else(|| "OpenSSL does not provide this curve".to_string())
+    }
+}
+
+struct SharedCurve {
+    group: EcGroup,
+    /// The field prime p, big-endian, the length of a coordinate: each coordinate must be
+    /// below it (same-length big-endian octet strings compare as the numbers do).
+    p: Vec<u8>,
+}
+
+impl SharedCurve {
+    fn new(curve: Curve) -> Result<SharedCurve, openssl::error::ErrorStack> {
+        let group = EcGroup::from_curve_name(curve.nid)?;
+        let (mut p, mut a, mut b) = (BigNum::new()?, BigNum::new()?, BigNum::new()?);
+        let mut ctx = BigNumContext::new()?;
+        group.components_gfp(&mut p, &mut a, &mut b, &mut ctx)?;
+        let p = p.to_vec_padded(curve.len as i32)?;
+        Ok(SharedCurve { group, p })
+    }
+}
+
+thread_local! {
+    /// Scratch space for point decoding, one per thread (a policy load decodes 100 000).
+    static BN_CTX: std::cell::RefCell<Option<BigNumContext>> = const { std::cell::RefCell::new(None) };
 }
 
 enum Digest {
@@ -59,6 +95,64 @@ impl AsRef<[u8]> for Digest {
     }
 }
 
+/// ECC partial public-key validation (NIST SP 800-56A Rev. 3 section 5.6.2.3.4; SEC 1 v2
+/// section 3.2.3.1) of the JWK's `x` and `y`, already base64url-decoded:
+///
+/// 1. each coordinate is exactly the field size (RFC 7518 §6.2.1.2/3) and below the field
+///    prime p, so the point has one encoding;
+/// 2. the point satisfies the curve equation;
+/// 3. it is not the point at infinity.
+///
+/// The full validation (section 5.6.2.3.3) adds step 4, n·Q = O, a whole scalar
+/// multiplication (what `EC_KEY_check_key` spends most of its time on). P-256 and P-384
+/// have cofactor h = 1 (SEC 2 v2 sections 2.4.2 and 2.5.1; FIPS 186-4 appendix D.1.2), so
+/// the group of points is of prime order n and every point on the curve other than O has
+/// order n: step 4 can never fail after steps 1-3, and is left out.
+///
+/// Returns the decoded point (on the process-wide group).
+fn decode_public_point(alg: Alg, x: &[u8], y: &[u8]) -> Result<EcPoint, String> {
+    let curve = Curve::of(alg).ok_or_else(|| format!("{alg} is not an ECDSA algorithm"))?;
+    for (name, c) in [("x", x), ("y", y)] {
+        if c.len() != curve.len {
+            return Err(format!(
+                "`{name}` must be {} octets for {alg} (RFC 7518 section 6.2.1), not {}",
+                curve.len,
+                c.len()
+            ));
+        }
+    }
+    let shared = curve.shared()?;
+    for (name, c) in [("x", x), ("y", y)] {
+        if c >= shared.p.as_slice() {
+            return Err(format!("`{name}` is not below the field prime"));
+        }
+    }
+    let mut encoded = [0u8; 1 + 2 * 48];
+    encoded[0] = 0x04; // SEC 1 §2.3.3 uncompressed point
+    encoded[1..=curve.len].copy_from_slice(x);
+    encoded[1 + curve.len..=2 * curve.len].copy_from_slice(y);
+    let encoded = &encoded[..=2 * curve.len];
+    // EC_POINT_oct2point checks the curve equation (EC_POINT_set_affine_coordinates).
+    let point = BN_CTX.with(|cell| {
+        let mut ctx = cell.borrow_mut();
+        if ctx.is_none() {
+            *ctx = BigNumContext::new().ok();
+        }
+        let ctx = ctx.as_mut().ok_or_else(|| "out of memory".to_string())?;
+        EcPoint::from_bytes(&shared.group, encoded, ctx)
+            .map_err(|_| "the point is not on the curve".to_string())
+    })?;
+    if point.is_infinity(&shared.group) {
+        return Err("the point is the point at infinity".to_string());
+    }
+    Ok(point)
+}
+
+/// Validate an EC public key for `alg` (see [`decode_public_point`]); keeps nothing.
+pub(super) fn validate_public_point(alg: Alg, x: &[u8], y: &[u8]) -> Result<(), String> {
+    decode_public_point(alg, x, y).map(|_| ())
+}
+
 /// A public EC key pinned to ES256 or ES384.
 pub(super) struct EcdsaVerifier {
     curve: Curve,
@@ -66,20 +160,12 @@ pub(super) struct EcdsaVerifier {
 }
 
 impl EcdsaVerifier {
-    /// From the JWK's `x` and `y` (already base64url-decoded). OpenSSL checks that the point
-    /// is on the curve and is not the point at infinity.
+    /// From the JWK's `x` and `y` (already base64url-decoded), validated as
+    /// [`validate_public_point`] does.
     pub(super) fn from_coordinates(alg: Alg, x: &[u8], y: &[u8]) -> Result<Self, String> {
+        let point = decode_public_point(alg, x, y)?;
         let curve = Curve::of(alg).ok_or_else(|| format!("{alg} is not an ECDSA algorithm"))?;
-        // RFC 7518 §6.2.1.2/3: each coordinate is exactly the field size, zero-padded.
-        if x.len() != curve.len || y.len() != curve.len {
-            return Err(format!("`x` and `y` must be {} octets each for {alg}", curve.len));
-        }
-        let group = EcGroup::from_curve_name(curve.nid).map_err(|e| e.to_string())?;
-        let x = BigNum::from_slice(x).map_err(|e| e.to_string())?;
-        let y = BigNum::from_slice(y).map_err(|e| e.to_string())?;
-        let key = EcKey::from_public_key_affine_coordinates(&group, &x, &y)
-            .map_err(|_| "the point is not on the curve".to_string())?;
-        key.check_key().map_err(|_| "the public key does not check".to_string())?;
+        let key = EcKey::from_public_key(&curve.shared()?.group, &point).map_err(|e| e.to_string())?;
         Ok(EcdsaVerifier { curve, key })
     }
 

@@ -1,10 +1,12 @@
 //! The only module that touches josekit (and OpenSSL): algorithms, verifying keys, signing
 //! keys, JWKS, and the JWS compact serialization (RFC 7515 §7.1) that assertions and tokens
 //! share. ES256/ES384 signatures go through OpenSSL's ECDSA primitives directly
-//! (`ecdsa.rs`); josekit parses every key and handles the other algorithms.
+//! (`ecdsa.rs`), EdDSA/RS256/PS256 verification through OpenSSL's `EVP_DigestVerify`;
+//! josekit reads PEM private keys, generates keys and signs EdDSA and RSA.
 //!
-//! Keys are parsed once, at load time, into verifier and signer objects; nothing on the
-//! request path parses PEM or JWK.
+//! Public keys are decoded and validated once, at load time, and kept as raw material; the
+//! OpenSSL object that verifies is built on first use and cached. Nothing on the request
+//! path parses PEM or JWK.
 
 mod claims;
 mod compact;

@@ -11,7 +11,7 @@
 //! `invalid_request` (RFC 8693 section 2.2.2).
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{Role, TypRule};
+use crate::client_auth::{Presented, Role, TypRule};
 use crate::mint::Act;
 use crate::policy::delegation::may_act_names;
 use crate::policy::{Agent, Entitlement, Policy};
@@ -21,14 +21,14 @@ const ISSUED: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 pub(crate) async fn on_behalf_of<'b>(
     broker: &'b Broker,
-    raw: &str,
+    presented: Presented<'_>,
     token_type: TokenType,
     actor: &'b Agent,
     now: i64,
 ) -> Result<ExchangeContext<'b>, OAuthError> {
     let role = Role::SubjectToken;
     let typ = if token_type == TokenType::IdToken { TypRule::ID_TOKEN } else { TypRule::ISSUED_TOKEN };
-    let token = broker.verify_issued(raw, typ, role, now).await?;
+    let token = broker.verify_issued(presented, typ, role, now).await?;
     let claims = &token.checked.claims;
     let sub = claims.sub().filter(|s| !s.is_empty()).ok_or_else(|| role.refuse("has no sub"))?;
     may_act_names(claims.get("may_act"), &actor.id, broker.tokens.issuer()).map_err(|e| role.refuse(e))?;
@@ -52,7 +52,7 @@ pub(crate) async fn on_behalf_of<'b>(
         )),
     };
     let act = Act { sub: actor.id.clone(), act: prior };
-    crate::grants::token_exchange::check_depth(broker, &act)?;
+    policy.check_chain(&act).map_err(OAuthError::invalid_request)?;
     let ceiling_scopes =
         rule.limit_to_subject_scopes.then(|| Policy::subject_scopes(claims.as_object()).unwrap_or_default());
     Ok(ExchangeContext {

@@ -5,7 +5,7 @@
 //! becomes the issued token's `sub`; the agent becomes its `client_id`.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{Role, TypRule};
+use crate::client_auth::{Presented, Role, TypRule};
 use crate::policy::{Agent, FederationDeny};
 use crate::protocol::OAuthError;
 
@@ -14,13 +14,13 @@ use crate::protocol::OAuthError;
 pub(crate) async fn federated<'b>(
     broker: &'b Broker,
     client: Option<&Agent>,
-    raw: &str,
+    presented: Presented<'_>,
     role: Role,
     typ: TypRule,
     issued_token_type: Option<&'static str>,
     now: i64,
 ) -> Result<ExchangeContext<'b>, OAuthError> {
-    let token = broker.verify_issued(raw, typ, role, now).await?;
+    let token = broker.verify_issued(presented, typ, role, now).await?;
     let claims = &token.checked.claims;
     let sub = claims.sub().filter(|s| !s.is_empty()).ok_or_else(|| role.refuse("has no sub"))?;
     let policy = &broker.policy;

@@ -12,7 +12,7 @@
 //! `invalid_target` and `invalid_scope`.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{Role, TypRule};
+use crate::client_auth::{Presented, Role, TypRule};
 use crate::policy::Agent;
 use crate::protocol::{OAuthError, ScopeSet, TokenRequest};
 use serde_json::Value;
@@ -21,14 +21,13 @@ pub(crate) async fn id_jag<'b>(
     broker: &'b Broker,
     req: &TokenRequest,
     client: Option<&'b Agent>,
-    raw: &str,
+    presented: Presented<'_>,
     now: i64,
 ) -> Result<ExchangeContext<'b>, OAuthError> {
     let role = Role::Grant;
     // Only an issuer trusted with ID-JAGs may issue one (told from the unverified iss; the
     // checklist then verifies it).
-    let issuer =
-        crate::client_auth::trusted_issuer_of(raw, &broker.policy).map(|i| &broker.policy.issuers[i]);
+    let issuer = presented.trusted_issuer(&broker.policy).map(|i| &broker.policy.issuers[i]);
     if let Some(config) = issuer.filter(|c| !c.id_jag) {
         return Err(role.refuse(format!(
             "typ oauth-id-jag+jwt: issuer '{}' is not trusted to issue ID-JAGs (id_jag = true in its [[issuer]])",
@@ -40,7 +39,7 @@ pub(crate) async fn id_jag<'b>(
             "redeeming an ID-JAG needs client authentication: send client_assertion (private_key_jwt, RFC 7523 section 2.2)",
         )
     })?;
-    let token = broker.verify_issued(raw, TypRule::ID_JAG, role, now).await?;
+    let token = broker.verify_issued(presented, TypRule::ID_JAG, role, now).await?;
     let claims = &token.checked.claims;
     if claims.str("client_id") != Some(client.id.as_str()) {
         return Err(role.refuse("its client_id is not the authenticated client"));

@@ -7,9 +7,8 @@
 //! ID-JAG; when present it must name the same agent.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{names_trusted_issuer, Role, TypRule};
-use crate::crypto::CompactJws;
-use crate::protocol::{ClientAssertion, OAuthError, TokenRequest, MAX_TOKEN_LEN};
+use crate::client_auth::{Presented, Role, TypRule};
+use crate::protocol::{ClientAssertion, OAuthError, TokenRequest};
 
 pub(crate) async fn jwt_bearer<'b>(
     broker: &'b Broker,
@@ -18,14 +17,16 @@ pub(crate) async fn jwt_bearer<'b>(
     now: i64,
 ) -> Result<ExchangeContext<'b>, OAuthError> {
     let client = broker.authenticate_client(req, now).await?;
-    if names_trusted_issuer(&assertion.0, &broker.policy) {
-        if is_id_jag(&assertion.0) {
-            return crate::grants::id_jag(broker, req, client, &assertion.0, now).await;
+    // Parsed once: its unverified iss and typ choose the path, which then checks it.
+    let presented = Presented::parse(&assertion.0);
+    if presented.trusted_issuer(&broker.policy).is_some() {
+        if presented.typ_is("oauth-id-jag+jwt") {
+            return crate::grants::id_jag(broker, req, client, presented, now).await;
         }
         return crate::grants::federated(
             broker,
             client,
-            &assertion.0,
+            presented,
             Role::Grant,
             TypRule::ISSUED_TOKEN,
             None,
@@ -33,7 +34,8 @@ pub(crate) async fn jwt_bearer<'b>(
         )
         .await;
     }
-    let grant = broker.verify_assertion(assertion, req.client_id.as_deref(), Role::Grant, now).await?;
+    let grant =
+        broker.verify_presented_assertion(presented, req.client_id.as_deref(), Role::Grant, now).await?;
     if client.is_some_and(|c| c.id != grant.agent.id) {
         return Err(OAuthError::invalid_grant("the assertion's agent is not the authenticated client"));
     }
@@ -49,12 +51,4 @@ pub(crate) async fn jwt_bearer<'b>(
         rule: None,
         entitlement: broker.own_entitlement(grant.agent),
     })
-}
-
-/// Whether the (unverified) header says `typ: oauth-id-jag+jwt`.
-fn is_id_jag(raw: &str) -> bool {
-    CompactJws::parse(raw, MAX_TOKEN_LEN)
-        .ok()
-        .and_then(|j| j.header.typ)
-        .is_some_and(|t| t.is("oauth-id-jag+jwt"))
 }

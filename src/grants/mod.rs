@@ -6,7 +6,7 @@ mod delegated;
 mod federated;
 mod id_jag;
 mod jwt_bearer;
-pub(crate) mod token_exchange;
+mod token_exchange;
 
 pub(crate) use client_credentials::client_credentials;
 pub(crate) use delegated::on_behalf_of;

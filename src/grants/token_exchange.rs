@@ -12,13 +12,10 @@
 //! `invalid_request`.
 
 use crate::broker::{Broker, ExchangeContext};
-use crate::client_auth::{Role, TypRule};
-use crate::crypto::CompactJws;
+use crate::client_auth::{Presented, Role, TypRule};
 use crate::mint::Act;
 use crate::policy::Agent;
-use crate::protocol::{
-    ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken, MAX_TOKEN_LEN,
-};
+use crate::protocol::{ClientAssertion, OAuthError, ScopeSet, TokenRequest, TokenType, TypedToken};
 
 const ISSUED: &str = "urn:ietf:params:oauth:token-type:access_token";
 
@@ -60,25 +57,27 @@ pub(crate) async fn token_exchange<'b>(
         (c, a) => c.or(a),
     };
 
-    // Which kind of subject: by its (not yet verified) iss, which each path then checks.
+    // Which kind of subject: by its (not yet verified) iss, which each path then checks; it
+    // is parsed once, here.
     let (jwt, trusted_typ) = (TokenType::Jwt, TypRule::ISSUED_TOKEN);
-    match (subject_kind(broker, &subject.token), subject.token_type) {
+    let presented = Presented::parse(&subject.token);
+    match (subject_kind(broker, &presented), subject.token_type) {
         (Subject::Ours, TokenType::AccessToken | TokenType::Jwt) | (Subject::Unparsed, TokenType::AccessToken) => {
-            exchange_own_token(broker, &subject.token, actor, now)
+            exchange_own_token(broker, &subject.token, actor, now).await
         }
         (Subject::Trusted, TokenType::Jwt | TokenType::IdToken) if actor.is_none() => {
             let typ = if subject.token_type == jwt { trusted_typ } else { TypRule::ID_TOKEN };
-            crate::grants::federated(broker, None, &subject.token, Role::SubjectToken, typ, Some(ISSUED), now).await
+            crate::grants::federated(broker, None, presented, Role::SubjectToken, typ, Some(ISSUED), now).await
         }
         (Subject::Trusted, TokenType::AccessToken | TokenType::Jwt | TokenType::IdToken) => match actor {
-            Some(actor) => crate::grants::on_behalf_of(broker, &subject.token, subject.token_type, actor, now).await,
+            Some(actor) => crate::grants::on_behalf_of(broker, presented, subject.token_type, actor, now).await,
             None => Err(OAuthError::invalid_request(
                 "subject_token: a trusted issuer's access token needs an actor (client authentication or actor_token): an agent acting on behalf of its subject",
             )),
         },
         (Subject::Agent | Subject::Unparsed, TokenType::Jwt) => {
-            let a = ClientAssertion(subject.token.clone());
-            let subject_agent = broker.verify_assertion(&a, None, Role::SubjectToken, now).await?.agent;
+            let subject_agent =
+                broker.verify_presented_assertion(presented, None, Role::SubjectToken, now).await?.agent;
             if actor.is_some_and(|act| act.id != subject_agent.id) {
                 return Err(OAuthError::invalid_request(
                     "the subject assertion names another agent than the actor; delegation between agents is not allowed",
@@ -134,11 +133,11 @@ impl Subject {
     }
 }
 
-fn subject_kind(broker: &Broker, raw: &str) -> Subject {
-    let Ok(jws) = CompactJws::parse(raw, MAX_TOKEN_LEN) else {
+fn subject_kind(broker: &Broker, presented: &Presented<'_>) -> Subject {
+    if !presented.parsed() {
         return Subject::Unparsed;
-    };
-    match jws.payload.get("iss").and_then(|v| v.as_str()) {
+    }
+    match presented.iss() {
         Some(iss) if iss == broker.tokens.issuer() => Subject::Ours,
         Some(iss) if broker.policy.issuer_by_iss(iss).is_some() => Subject::Trusted,
         Some(iss) if broker.policy.agent(iss).is_none() => Subject::Unknown,
@@ -153,7 +152,7 @@ fn subject_kind(broker: &Broker, raw: &str) -> Subject {
 /// `[chains] max_actors`; scopes are capped by the subject's entitlement on the new server,
 /// the actor's allowance there, the subject token's own scopes and the request; `exp` by the
 /// subject token's.
-fn exchange_own_token<'b>(
+async fn exchange_own_token<'b>(
     broker: &'b Broker,
     raw: &str,
     actor: Option<&'b Agent>,
@@ -163,6 +162,8 @@ fn exchange_own_token<'b>(
         .tokens
         .verify_own(raw, now)
         .map_err(|e| OAuthError::invalid_request(format!("subject_token: {e}")))?;
+    // RFC 7009: a revoked token is not exchanged for a new one.
+    broker.check_not_revoked(&claims.jti).await?;
     let actor = actor.ok_or_else(|| {
         OAuthError::invalid_client(
             "exchanging an access token needs the agent's client authentication (RFC 7523 section 2.2)",
@@ -192,13 +193,8 @@ fn exchange_own_token<'b>(
     };
     let ceiling = ScopeSet::parse(&claims.scope)
         .map_err(|_| OAuthError::invalid_request("subject_token: its scope is malformed"))?;
-    // RFC 8693 section 4.1: the current actor outermost, prior actors nested. The same actor
-    // acting again (re-scoping its own token) is not a new hop.
-    let act = match claims.act {
-        Some(prior) if prior.sub == actor.id => prior,
-        prior => Act { sub: actor.id.clone(), act: prior.map(Box::new) },
-    };
-    check_depth(broker, &act)?;
+    let act = Act::nest(claims.act, &actor.id);
+    policy.check_chain(&act).map_err(OAuthError::invalid_request)?;
     Ok(ExchangeContext {
         agent: actor,
         sub: claims.sub,
@@ -211,17 +207,4 @@ fn exchange_own_token<'b>(
         rule: None,
         entitlement,
     })
-}
-
-/// The chain cap (`[chains] max_actors`, default 3), refused with RFC 8693 section 2.2.2's
-/// `invalid_request`.
-pub(crate) fn check_depth(broker: &Broker, act: &Act) -> Result<(), OAuthError> {
-    let max = broker.policy.max_actors();
-    if act.depth() > max {
-        return Err(OAuthError::invalid_request(format!(
-            "the act chain would name {} actors; this broker issues at most {max} (RFC 8693 section 4.1)",
-            act.depth()
-        )));
-    }
-    Ok(())
 }

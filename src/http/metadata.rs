@@ -31,6 +31,13 @@ pub(crate) fn document(broker: &Broker) -> web::Bytes {
         "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "scopes_supported": scopes,
+        // RFC 7662 and RFC 7009, for MCP servers with keys in the policy (and agents, to revoke).
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": algs,
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": algs,
         // MCP enterprise-managed authorization: ID-JAGs are redeemed with the jwt-bearer grant.
         "authorization_grant_profiles_supported": ["urn:ietf:params:oauth:grant-profile:id-jag"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
@@ -46,11 +53,11 @@ fn json(body: &web::Bytes, cache: &'static str) -> HttpResponse {
 }
 
 pub(crate) async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    json(&state.metadata, "public, max-age=300")
+    json(&state.current.load().metadata, "public, max-age=300")
 }
 
 pub(crate) async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    json(&state.jwks, "public, max-age=300")
+    json(&state.current.load().jwks, "public, max-age=300")
 }
 
 /// There is no interactive authorization here. RFC 6749 §4.1.2.1: with no registered

@@ -1,63 +1,114 @@
 //! Routes only: thin handlers that parse, call one function, and map the error.
 
 mod health;
+mod introspect;
 mod metadata;
+mod metrics;
 mod token;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Shared};
 use crate::config::Settings;
 use crate::protocol::{ErrorCode, OAuthError};
+use crate::reload::{Current, Served};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 
+pub(crate) use metadata::document as metadata_document;
+
 pub(crate) struct AppState {
-    pub broker: Arc<Broker>,
+    /// The policy snapshot now serving (swapped on reload).
+    pub current: Arc<Current>,
+    pub shared: Arc<Shared>,
     pub max_body: usize,
-    /// Precomputed at start: the metadata document (RFC 8414) and the JWKS (RFC 7517).
-    pub metadata: web::Bytes,
-    pub jwks: web::Bytes,
     pub www_authenticate: HeaderValue,
 }
 
+impl AppState {
+    /// The snapshot this request runs under, start to end.
+    pub fn served(&self) -> Arc<Served> {
+        self.current.load_full()
+    }
+
+    pub fn broker(&self) -> Arc<Broker> {
+        self.current.load().broker.clone()
+    }
+}
+
+/// The public listener: token endpoint, discovery, health; `/metrics` too when
+/// `metrics_here` (no separate metrics listener). Signals are the caller's.
 pub(crate) fn server(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    current: Arc<Current>,
+    shared: Arc<Shared>,
     settings: &Settings,
+    metrics_here: bool,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let issuer = broker.tokens.issuer().to_string();
+    let issuer = current.load().broker.tokens.issuer().to_string();
     let state = web::Data::new(AppState {
-        metadata: metadata::document(&broker),
-        jwks: web::Bytes::from(broker.tokens.jwks().to_string()),
         www_authenticate: HeaderValue::from_str(&format!(
             "Bearer realm=\"{issuer}\", error=\"invalid_client\""
         ))
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_client\"")),
         max_body: settings.server.max_body_bytes,
-        broker,
+        current,
+        shared,
     });
     let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .service(
-                web::resource("/token")
-                    .route(web::post().to(token::token))
-                    .default_service(web::to(|| method_not_allowed("POST"))),
-            )
-            .service(readable("/.well-known/oauth-authorization-server", metadata::metadata))
-            .service(readable("/.well-known/openid-configuration", metadata::metadata))
-            .service(readable("/jwks.json", metadata::jwks))
-            .route("/authorize", web::route().to(metadata::authorize))
-            .service(readable("/healthz", health::healthz))
-            .service(readable("/readyz", health::readyz))
-            .default_service(web::to(not_found))
+        let app = App::new().app_data(state.clone());
+        let app = if metrics_here { app.service(readable("/metrics", metrics::metrics)) } else { app };
+        app.service(
+            web::resource("/token")
+                .route(web::post().to(token::token))
+                .default_service(web::to(|| method_not_allowed("POST"))),
+        )
+        .service(
+            web::resource("/introspect")
+                .route(web::post().to(introspect::introspect))
+                .default_service(web::to(|| method_not_allowed("POST"))),
+        )
+        .service(
+            web::resource("/revoke")
+                .route(web::post().to(introspect::revoke))
+                .default_service(web::to(|| method_not_allowed("POST"))),
+        )
+        .service(readable("/.well-known/oauth-authorization-server", metadata::metadata))
+        .service(readable("/.well-known/openid-configuration", metadata::metadata))
+        .service(readable("/jwks.json", metadata::jwks))
+        .route("/authorize", web::route().to(metadata::authorize))
+        .service(readable("/healthz", health::healthz))
+        .service(readable("/readyz", health::readyz))
+        .default_service(web::to(not_found))
     })
-    .listen(listener)?;
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_secs);
     if let Some(workers) = settings.server.workers {
         server = server.workers(workers.max(1));
     }
     Ok(server.run())
+}
+
+/// The metrics listener (`metrics.listen`): `/metrics` and `/healthz` only.
+pub(crate) fn metrics_server(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    settings: &Settings,
+) -> std::io::Result<actix_web::dev::Server> {
+    let shared = web::Data::from(shared);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .service(readable("/metrics", metrics::metrics_only))
+            .service(readable("/healthz", health::healthz))
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_timeout_secs)
+    .run())
 }
 
 /// A resource that answers GET and HEAD, and 405 with `Allow` to any other method.
@@ -114,8 +165,8 @@ pub(crate) fn json_error(e: &OAuthError, www_authenticate: Option<&HeaderValue>)
                 .unwrap_or_else(|| HeaderValue::from_static("Bearer error=\"invalid_client\""));
             res.insert_header((header::WWW_AUTHENTICATE, v));
         }
-        ErrorCode::TemporarilyUnavailable => {
-            res.insert_header((header::RETRY_AFTER, "1"));
+        ErrorCode::TemporarilyUnavailable | ErrorCode::RateLimited => {
+            res.insert_header((header::RETRY_AFTER, e.retry_after_secs.unwrap_or(1).to_string()));
         }
         _ => {}
     }

@@ -1,10 +1,14 @@
 //! `POST /token` (RFC 6749 §3.2): form body ▶ [`TokenRequest`] ▶ [`Broker::exchange`] ▶ JSON.
 
 use super::{json_error, AppState};
-use crate::protocol::{OAuthError, TokenRequest};
+use crate::broker::{Broker, Issued};
+use crate::protocol::{GrantRequest, OAuthError, TokenRequest};
+use crate::telemetry::metrics::GRANTS;
+use crate::telemetry::{audit, trace};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 pub(crate) async fn token(
     req: HttpRequest,
@@ -12,17 +16,104 @@ pub(crate) async fn token(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = std::time::Instant::now();
-    let www = &state.www_authenticate;
-    let body = match read_form(&req, payload, state.max_body).await {
-        Ok(b) => b,
+    let span = trace::request_span("POST /token", req.headers());
+    // The snapshot this request runs under, whatever reloads happen meanwhile.
+    let served = state.served();
+    let broker = &served.broker;
+    let (answer, trail) =
+        audit::with_trail(answer(&req, payload, &state, broker).instrument(span.clone())).await;
+    let took = started.elapsed();
+    let grant = answer.grant.map_or(GRANTS.len() - 1, |g| g);
+    let error = answer.result.as_ref().err().map(|(_, e)| e.code);
+    broker.metrics().token_request(grant, error, took);
+
+    let trace_id = trace::trace_id(&span, req.headers());
+    let issued = answer.result.as_ref().ok();
+    let refused = answer.result.as_ref().err().map(|(_, e)| e);
+    if !span.is_disabled() {
+        span.record("grant", GRANTS[grant]);
+        span.record("outcome", if issued.is_some() { "issued" } else { "refused" });
+        if let Some(a) = trail.agent.as_deref() {
+            span.record("agent", a);
+        }
+        if let Some(s) = trail.server.as_deref() {
+            span.record("server", s);
+        }
+        if let Some(r) = trail.rule.as_deref() {
+            span.record("rule", r);
+        }
+        if let Some(e) = refused {
+            span.record("error", e.code.label());
+            if e.code.status() >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+    let act: Option<Vec<&str>> = issued.and_then(|i| i.act.as_ref()).map(|a| {
+        let mut chain = Vec::with_capacity(a.depth());
+        let mut cur = Some(a);
+        while let Some(x) = cur {
+            chain.push(x.sub.as_str());
+            cur = x.act.as_deref();
+        }
+        chain
+    });
+    audit::emit(
+        &audit::AuditEvent {
+            event: "token",
+            outcome: if issued.is_some() { "issued" } else { "refused" },
+            grant: answer.grant.map(|g| GRANTS[g]),
+            agent: trail.agent.as_deref(),
+            sub: issued.map(|i| i.sub.as_str()),
+            act,
+            server: trail.server.as_deref(),
+            aud: issued.map(|i| i.aud.as_str()),
+            scope_requested: answer.scope_requested.as_deref(),
+            scope_granted: issued.map(|i| i.response.scope.as_str()),
+            jti: issued.map(|i| i.jti.as_str()),
+            exp: issued.map(|i| i.exp),
+            issuer: issued.and_then(|i| i.issuer.as_deref()),
+            rule: trail.rule.as_deref(),
+            error: refused.map(|e| e.code.label()),
+            reason: refused.map(|e| e.description.as_str()),
+            trace_id: trace_id.as_deref(),
+            duration_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        },
+        broker.clock.now_ms(),
+    );
+    match answer.result {
+        Ok(issued) => match serde_json::to_vec(&issued.response) {
+            Ok(json) => HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .content_type("application/json")
+                .body(json),
+            Err(_) => json_error(&OAuthError::server_error(), None),
+        },
         Err((status, e)) => {
-            audit_refused(None, &e, started);
-            let mut r = json_error(&e, Some(www));
-            if let Ok(s) = actix_web::http::StatusCode::from_u16(status) {
+            let mut r = json_error(&e, Some(&state.www_authenticate));
+            if let Some(s) = status.and_then(|s| actix_web::http::StatusCode::from_u16(s).ok()) {
                 *r.status_mut() = s;
             }
-            return r;
+            r
         }
+    }
+}
+
+/// What one request came to, before it is counted, audited and written.
+struct Answer {
+    /// Index into [`GRANTS`]; `None` when the request did not parse.
+    grant: Option<usize>,
+    scope_requested: Option<String>,
+    /// An error carries its HTTP status when it is not the code's own (413).
+    result: Result<Issued, (Option<u16>, OAuthError)>,
+}
+
+async fn answer(req: &HttpRequest, payload: web::Payload, state: &AppState, broker: &Broker) -> Answer {
+    let refused = |status, e| Answer { grant: None, scope_requested: None, result: Err((status, e)) };
+    let body = match read_form(req, payload, state.max_body).await {
+        Ok(b) => b,
+        Err((status, e)) => return refused(Some(status), e),
     };
     let basic = req
         .headers()
@@ -31,58 +122,23 @@ pub(crate) async fn token(
         .is_some_and(|v| v.len() >= 6 && v[..6].eq_ignore_ascii_case("basic "));
     let parsed = match TokenRequest::parse(&body, basic) {
         Ok(r) => r,
-        Err(e) => {
-            audit_refused(None, &e, started);
-            return json_error(&e, Some(www));
-        }
+        Err(e) => return refused(None, e),
     };
-    match state.broker.exchange(&parsed).await {
-        Ok(issued) => {
-            tracing::info!(
-                target: "agent_sts::audit",
-                outcome = "issued",
-                grant = parsed.grant.name(),
-                client_id = %issued.client_id,
-                sub = %issued.sub,
-                aud = %issued.aud,
-                scope = %issued.response.scope,
-                jti = %issued.jti,
-                expires_in = issued.response.expires_in,
-                issuer = issued.issuer.as_deref().unwrap_or("-"),
-                rule = issued.rule.as_deref().unwrap_or("-"),
-                actors = %issued.actors.join(" < "),
-                micros = started.elapsed().as_micros() as u64,
-            );
-            match serde_json::to_vec(&issued.response) {
-                Ok(json) => HttpResponse::Ok()
-                    .insert_header((header::CACHE_CONTROL, "no-store"))
-                    .insert_header((header::PRAGMA, "no-cache"))
-                    .content_type("application/json")
-                    .body(json),
-                Err(_) => json_error(&OAuthError::server_error(), None),
-            }
-        }
-        Err(e) => {
-            audit_refused(Some(parsed.grant.name()), &e, started);
-            json_error(&e, Some(www))
-        }
+    let grant = match parsed.grant {
+        GrantRequest::ClientCredentials => 0,
+        GrantRequest::JwtBearer { .. } => 1,
+        GrantRequest::TokenExchange { .. } => 2,
+    };
+    Answer {
+        grant: Some(grant),
+        scope_requested: parsed.scope.as_ref().map(|s| s.to_string()),
+        result: broker.exchange(&parsed).await.map_err(|e| (None, e)),
     }
-}
-
-fn audit_refused(grant: Option<&str>, e: &OAuthError, started: std::time::Instant) {
-    tracing::info!(
-        target: "agent_sts::audit",
-        outcome = "refused",
-        grant = grant.unwrap_or("-"),
-        error = e.code.as_str(),
-        reason = %e.description,
-        micros = started.elapsed().as_micros() as u64,
-    );
 }
 
 /// The body, if it is form-encoded and no larger than `max`. Errors carry their HTTP status
 /// (415 wrong media type, 413 too large) beside the OAuth `invalid_request`.
-async fn read_form(
+pub(super) async fn read_form(
     req: &HttpRequest,
     mut payload: web::Payload,
     max: usize,

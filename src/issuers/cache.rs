@@ -161,7 +161,13 @@ impl IssuerKeys {
             }
         };
         let bound = self.settings.timeout.saturating_mul(2) + Duration::from_millis(100);
-        let _ = tokio::time::timeout(bound, finished.wait_for(|n| *n >= target)).await;
+        let span =
+            tracing::info_span!(target: crate::telemetry::SPAN_TARGET, "issuer.key_fetch", issuer = %self.id);
+        let _ = tracing::Instrument::instrument(
+            tokio::time::timeout(bound, finished.wait_for(|n| *n >= target)),
+            span,
+        )
+        .await;
         self.lookup(kid, alg)
     }
 
@@ -201,6 +207,7 @@ impl IssuerKeys {
                 Ok(result) => result,
                 Err(_) => Err(format!("no complete answer within {} ms", self.settings.timeout.as_millis())),
             };
+            fetcher.report(outcome.is_ok());
             let wait = match outcome {
                 Ok((keys, skipped, max_age)) => self.store(&config, keys, skipped, max_age),
                 Err(reason) => {

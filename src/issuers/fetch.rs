@@ -106,6 +106,17 @@ pub struct Fetcher {
     timeout: Duration,
     extra_roots: Vec<reqwest::Certificate>,
     max_bytes: usize,
+    /// Told the result of every key refresh (metrics: `agent_sts_issuer_key_fetches_total`).
+    observer: std::sync::OnceLock<Observer>,
+}
+
+/// A callback with a `Debug` that says what it is.
+pub struct Observer(Box<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Fetcher {
@@ -126,7 +137,20 @@ impl Fetcher {
             timeout: settings.timeout,
             extra_roots,
             max_bytes: settings.max_bytes,
+            observer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set the observer of refresh results (once; later calls are ignored).
+    pub fn observe(&self, f: Box<dyn Fn(bool) + Send + Sync>) {
+        let _ = self.observer.set(Observer(f));
+    }
+
+    /// Report one refresh's result to the observer.
+    pub fn report(&self, ok: bool) {
+        if let Some(f) = self.observer.get() {
+            (f.0)(ok);
+        }
     }
 
     async fn client(&self) -> Result<reqwest::Client, String> {
@@ -186,15 +210,23 @@ impl Fetcher {
     }
 }
 
-/// A JSON media type (`application/json`, `application/jwk-set+json`, any `+json`), or none.
+/// Not an HTML or XML page (a login page, a proxy's error page, a captive portal): those are
+/// refused by name. Anything else is judged by parsing the body as a JWK Set: JWKS files are
+/// commonly served as `application/json`, `application/jwk-set+json`, but also as
+/// `text/plain` or `application/octet-stream` from static hosting (object stores), and the
+/// parse, not the label, decides whether the document is one.
 fn check_content_type(headers: &HeaderMap) -> Result<(), String> {
     let Some(value) = headers.get(CONTENT_TYPE) else { return Ok(()) };
     let text = value.to_str().map_err(|_| "Content-Type is not ASCII".to_string())?;
     let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
-        Ok(())
+    let page = essence == "text/html" || essence.ends_with("/xml") || essence.ends_with("+xml");
+    if page {
+        Err(format!(
+            "Content-Type {} is not JSON (a web page, not a key set)",
+            super::jwks::sanitize(&essence)
+        ))
     } else {
-        Err(format!("Content-Type {} is not JSON", super::jwks::sanitize(&essence)))
+        Ok(())
     }
 }
 
@@ -290,11 +322,14 @@ mod tests {
     }
 
     #[test]
-    fn content_type_must_be_json() {
+    fn web_pages_are_not_key_sets_other_labels_are_parsed() {
         assert!(check_content_type(&headers(&[])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/json; charset=utf-8")])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/jwk-set+json")])).is_ok());
         assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/html")])).is_err());
-        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/json+html")])).is_err());
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/xhtml+xml")])).is_err());
+        // Static hosting labels JSON files loosely; the parse decides.
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "application/octet-stream")])).is_ok());
+        assert!(check_content_type(&headers(&[(CONTENT_TYPE, "text/plain; charset=utf-8")])).is_ok());
     }
 }

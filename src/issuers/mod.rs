@@ -95,6 +95,11 @@ impl Issuers {
         Ok(issuers)
     }
 
+    /// Call `f` with the result of every key refresh (ok or failed), for metrics.
+    pub fn observe_fetches(&self, f: impl Fn(bool) + Send + Sync + 'static) {
+        self.fetcher.observe(Box::new(f));
+    }
+
     /// The issuer whose tokens carry exactly this `iss`. A map lookup: never a scan, never I/O.
     pub fn get(&self, iss: &str) -> Option<Arc<IssuerKeys>> {
         self.by_iss.load().get(iss).cloned()

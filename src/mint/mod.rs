@@ -20,6 +20,17 @@ impl Act {
         1 + self.act.as_ref().map_or(0, |a| a.depth())
     }
 
+    /// The `act` of a token exchanged by `actor` whose subject token carried `prior`
+    /// (RFC 8693 section 4.1): the new actor outermost, prior actors nested inside, never
+    /// dropped or rewritten; the same actor acting again (re-scoping its own token) is not a
+    /// new hop.
+    pub fn nest(prior: Option<Act>, actor: &str) -> Act {
+        match prior {
+            Some(prior) if prior.sub == actor => prior,
+            prior => Act { sub: actor.to_string(), act: prior.map(Box::new) },
+        }
+    }
+
     /// The actors, current one first.
     pub fn chain(&self) -> Vec<String> {
         let mut out = vec![self.sub.clone()];
@@ -133,6 +144,11 @@ impl TokenIssuer {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The `kid` of the key that signs.
+    pub fn kid(&self) -> &str {
+        self.key.kid()
     }
 
     pub fn alg(&self) -> Alg {

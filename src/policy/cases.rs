@@ -13,6 +13,21 @@
 //! expect = { outcome = "allowed", scopes = "read", rule = "infra-deploy-from-main" }
 //!
 //! [[case]]
+//! name = "the assistant acts for a staff member"
+//! issuer = "corp-idp"                      # on-behalf-of: the user's token ...
+//! claims = { sub = "alice", groups = ["staff"] }
+//! actor = "assistant"                      # ... and the agent acting for her
+//! server = "docs"
+//! expect = { outcome = "allowed", sub = "alice", agent = "assistant", rule = "assistant-for-staff" }
+//!
+//! [[case]]
+//! name = "agent B carries the token one hop further"
+//! token = { sub = "alice", aud = "https://b.example/mcp", client_id = "assistant", scope = "read", entitlement = "delegation:assistant-for-staff", act = { sub = "assistant" } }
+//! actor = "agent-b"                        # one of our tokens, exchanged by this agent
+//! server = "c"
+//! expect = { outcome = "allowed", agent = "agent-b" }
+//!
+//! [[case]]
 //! name = "an agent may not reach tickets"
 //! agent = "example-agent"                  # an agent authenticating as itself
 //! grant = "client_credentials"             # optional: decides the error code
@@ -40,6 +55,8 @@ struct CaseDef {
     issuer: Option<String>,
     claims: Option<toml::Table>,
     claims_file: Option<String>,
+    actor: Option<String>,
+    token: Option<toml::Table>,
     grant: Option<String>,
     server: String,
     scope: Option<String>,
@@ -69,7 +86,12 @@ pub struct CaseResult {
 
 /// Read a cases file (claims files are found relative to it). `Err` for a file that can't be
 /// read or doesn't describe cases; mismatches are in the results.
-pub fn run_cases(policy: &Policy, path: &Path, lifetimes: Lifetimes) -> Result<Vec<CaseResult>, String> {
+pub fn run_cases(
+    policy: &Policy,
+    path: &Path,
+    lifetimes: Lifetimes,
+    broker_issuer: Option<&str>,
+) -> Result<Vec<CaseResult>, String> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
     let file: CasesFile =
@@ -82,7 +104,8 @@ pub fn run_cases(policy: &Policy, path: &Path, lifetimes: Lifetimes) -> Result<V
         .into_iter()
         .map(|c| {
             let name = c.name.clone();
-            run_case(policy, base, c, lifetimes).map_err(|e| format!("{shown}: case '{name}': {e}"))
+            run_case(policy, base, c, lifetimes, broker_issuer)
+                .map_err(|e| format!("{shown}: case '{name}': {e}"))
         })
         .collect()
 }
@@ -103,11 +126,33 @@ fn claims_of(base: &Path, c: &CaseDef) -> Result<serde_json::Map<String, serde_j
     }
 }
 
-fn run_case(policy: &Policy, base: &Path, c: CaseDef, lifetimes: Lifetimes) -> Result<CaseResult, String> {
-    let who = match (&c.agent, &c.issuer) {
-        (Some(id), None) => Who::Agent { id: id.clone() },
-        (None, Some(issuer)) => Who::Federated { issuer: issuer.clone(), claims: claims_of(base, &c)? },
-        _ => return Err("a case names exactly one of agent, issuer".into()),
+fn run_case(
+    policy: &Policy,
+    base: &Path,
+    c: CaseDef,
+    lifetimes: Lifetimes,
+    broker_issuer: Option<&str>,
+) -> Result<CaseResult, String> {
+    let who = match (&c.agent, &c.issuer, &c.actor, &c.token) {
+        (Some(id), None, None, None) => Who::Agent { id: id.clone() },
+        (None, Some(issuer), None, None) => {
+            Who::Federated { issuer: issuer.clone(), claims: claims_of(base, &c)? }
+        }
+        (None, Some(issuer), Some(actor), None) => {
+            Who::OnBehalfOf { issuer: issuer.clone(), claims: claims_of(base, &c)?, actor: actor.clone() }
+        }
+        (None, None, Some(actor), Some(token)) => Who::Carried {
+            token: match serde_json::to_value(token).map_err(|e| e.to_string())? {
+                serde_json::Value::Object(m) => m,
+                _ => return Err("token must be a table".into()),
+            },
+            actor: actor.clone(),
+        },
+        _ => {
+            return Err(
+                "a case is one of: agent; issuer + claims; issuer + claims + actor; token + actor".into()
+            )
+        }
     };
     let via = match c.grant.as_deref() {
         None => None,
@@ -117,7 +162,15 @@ fn run_case(policy: &Policy, base: &Path, c: CaseDef, lifetimes: Lifetimes) -> R
     if !matches!(expect.outcome.as_str(), "allowed" | "refused") {
         return Err(format!("expect.outcome is 'allowed' or 'refused', not '{}'", expect.outcome));
     }
-    let h = Hypothetical { who, via, server: c.server.clone(), scope: c.scope.clone() };
+    let via =
+        via.or(matches!(who, Who::OnBehalfOf { .. } | Who::Carried { .. }).then_some(Via::TokenExchange));
+    let h = Hypothetical {
+        who,
+        via,
+        server: c.server.clone(),
+        scope: c.scope.clone(),
+        broker_issuer: broker_issuer.map(String::from),
+    };
     let explanation = explain(policy, &h, lifetimes);
     let mut mismatches: Vec<String> = Vec::new();
     let mut checks = vec![("rule", &expect.rule, explanation.rule.clone())];

@@ -121,7 +121,7 @@ pub fn decide<'p>(policy: &'p Policy, d: &Decision<'_>, lifetimes: Lifetimes) ->
     // 3. Scopes.
     let mut scopes = match d.requested {
         Some(req) => req.intersection(&allowance.scopes),
-        None => allowance.default_scopes.clone(),
+        None => ScopeSet::clone(&allowance.default_scopes),
     };
     if let Some(e) = entitled {
         scopes = scopes.intersection(&e.scopes);

@@ -267,6 +267,18 @@ impl Policy {
         self.max_actors
     }
 
+    /// Refuse an `act` chain deeper than `[chains] max_actors`.
+    pub fn check_chain(&self, act: &crate::mint::Act) -> Result<(), String> {
+        let max = self.max_actors;
+        if act.depth() > max {
+            return Err(format!(
+                "the act chain would name {} actors; this broker issues at most {max} (RFC 8693 section 4.1)",
+                act.depth()
+            ));
+        }
+        Ok(())
+    }
+
     /// Scopes the subject token itself carries (`scope`, RFC 8693 section 4.2; `scp`, as
     /// Entra and Okta write it), for rules with `limit_to_subject_scopes`. `None`: it names
     /// none (the rule then allows nothing).

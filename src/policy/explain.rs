@@ -1,9 +1,12 @@
 //! `policy explain`: a hypothetical request decided by the very functions the broker runs
-//! once a request's JWTs have verified ([`Policy::map_federated`], [`super::decide`]), with
-//! a trace of why. Signatures, audiences and times are not part of it: the input is what a
-//! verified token would say.
+//! once a request's JWTs have verified ([`Policy::map_federated`], [`Policy::delegation_rule`],
+//! [`Policy::may_exchange`], [`Policy::check_chain`], [`super::decide`]), with a trace of
+//! why. Signatures, audiences and times are not part of it: the input is what a verified
+//! token would say.
 
-use super::{decide, Decision, Lifetimes, Policy};
+use super::delegation::may_act_names;
+use super::{decide, Decision, Entitlement, Lifetimes, Policy};
+use crate::mint::Act;
 use crate::protocol::{ErrorCode, ScopeSet};
 use std::fmt;
 
@@ -17,6 +20,12 @@ pub enum Who {
     /// A trusted issuer's token (federation): the issuer by policy id or exact `iss`, and the
     /// token's claims.
     Federated { issuer: String, claims: JsonObject },
+    /// An agent acting for the subject of a trusted issuer's token (on-behalf-of).
+    OnBehalfOf { issuer: String, claims: JsonObject, actor: String },
+    /// An agent exchanging one of our tokens (re-scoping it, or carrying it one hop further as
+    /// the operator of its audience): the token's claims (`sub`, `aud`, `client_id`, `scope`,
+    /// `entitlement`, `act`).
+    Carried { token: JsonObject, actor: String },
 }
 
 /// Which grant carries the request; it decides the error code of a refusal, as in the broker.
@@ -58,6 +67,8 @@ pub struct Hypothetical {
     /// A server id or resource URI.
     pub server: String,
     pub scope: Option<String>,
+    /// This broker's issuer, when known (a `may_act` naming an `iss` is compared with it).
+    pub broker_issuer: Option<String>,
 }
 
 /// What the broker would answer.
@@ -95,6 +106,10 @@ impl Explanation {
 /// Decide `h` against `policy` as the broker would after verifying its JWTs.
 pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Explanation {
     let mut trace = Vec::new();
+    // What an exchange adds: the subject's entitlement, the subject token's scopes, the act.
+    let mut subject: Option<Entitlement> = None;
+    let mut ceiling: Option<ScopeSet> = None;
+    let mut act: Option<Act> = None;
     let (agent, sub, rule) = match &h.who {
         Who::Agent { id } => {
             let via = h.via.unwrap_or(Via::ClientCredentials);
@@ -149,7 +164,118 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
                 );
             };
             trace.push(format!("rule '{}' maps the token to agent '{}'", rule.id, agent.id));
+            subject = Some(Entitlement::Federation(rule.index));
             (agent, sub.to_string(), Some(rule.id.clone()))
+        }
+        Who::OnBehalfOf { issuer, claims, actor } => {
+            let invalid = |reason: String, trace: Vec<String>| {
+                Explanation::refused(
+                    ErrorCode::InvalidRequest,
+                    format!("subject_token: {reason}"),
+                    None,
+                    trace,
+                )
+            };
+            let Some(index) = policy.issuer_index(issuer).or_else(|| policy.issuer_by_iss(issuer)) else {
+                return invalid(format!("'{issuer}' is not a trusted issuer"), trace);
+            };
+            let Some(actor_index) = policy.agent_index(actor) else {
+                return Explanation::refused(
+                    ErrorCode::InvalidClient,
+                    format!("'{actor}' is not a registered agent"),
+                    None,
+                    trace,
+                );
+            };
+            let Some(sub) = claims.get("sub").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) else {
+                return invalid("has no sub".into(), trace);
+            };
+            if let Err(e) =
+                may_act_names(claims.get("may_act"), actor, h.broker_issuer.as_deref().unwrap_or_default())
+            {
+                return invalid(e, trace);
+            }
+            trace.push(format!(
+                "issuer '{}'; delegation rules for actor '{actor}':",
+                policy.issuers[index].id
+            ));
+            for (r, outcomes) in policy.delegation_trace(index, actor_index, claims) {
+                let verdict = if outcomes.iter().all(|o| o.holds) { "MATCHES" } else { "does not match" };
+                trace.push(format!("  rule '{}': {verdict}", r.id));
+                for o in outcomes {
+                    trace.push(format!("    {o}"));
+                }
+            }
+            let rule = match policy.delegation_rule(index, actor_index, claims) {
+                Ok(r) => r,
+                Err(deny) => return invalid(deny.to_string(), trace),
+            };
+            let prior = match claims.get("act").map(|v| serde_json::from_value::<Act>(v.clone())) {
+                None => None,
+                Some(Ok(a)) => Some(Box::new(a)),
+                Some(Err(_)) => return invalid("its act claim is malformed".into(), trace),
+            };
+            let chain = Act { sub: actor.clone(), act: prior };
+            if let Err(e) = policy.check_chain(&chain) {
+                return Explanation::refused(ErrorCode::InvalidRequest, e, Some(rule.id.clone()), trace);
+            }
+            trace.push(format!("rule '{}' lets agent '{actor}' act for '{sub}'", rule.id));
+            subject = Some(Entitlement::Delegation(rule.index));
+            if rule.limit_to_subject_scopes {
+                ceiling = Some(Policy::subject_scopes(claims).unwrap_or_default());
+            }
+            act = Some(chain);
+            (&policy.agents[actor_index], sub.to_string(), Some(rule.id.clone()))
+        }
+        Who::Carried { token, actor } => {
+            let invalid = |reason: String, trace: Vec<String>| {
+                Explanation::refused(
+                    ErrorCode::InvalidRequest,
+                    format!("subject_token: {reason}"),
+                    None,
+                    trace,
+                )
+            };
+            let Some(agent) = policy.agent(actor).filter(|a| !a.disabled) else {
+                return Explanation::refused(
+                    ErrorCode::InvalidClient,
+                    format!("'{actor}' is not a registered, enabled agent"),
+                    None,
+                    trace,
+                );
+            };
+            let text = |name: &str| token.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            let (sub, aud, client_id) = (text("sub"), text("aud"), text("client_id"));
+            if !policy.may_exchange(actor, client_id, aud) {
+                return invalid(
+                    format!("only the agent it was issued to ('{client_id}'), or the operator of its audience, may exchange it"),
+                    trace,
+                );
+            }
+            let Some(entitlement) = token
+                .get("entitlement")
+                .and_then(|v| v.as_str())
+                .and_then(|e| policy.entitlement_from_claim(e))
+            else {
+                return invalid("records no entitlement this policy has".into(), trace);
+            };
+            let prior = match token.get("act").map(|v| serde_json::from_value::<Act>(v.clone())) {
+                None => None,
+                Some(Ok(a)) => Some(a),
+                Some(Err(_)) => return invalid("its act claim is malformed".into(), trace),
+            };
+            let chain = Act::nest(prior, actor);
+            if let Err(e) = policy.check_chain(&chain) {
+                return Explanation::refused(ErrorCode::InvalidRequest, e, None, trace);
+            }
+            trace.push(format!(
+                "agent '{actor}' may exchange the token (issued to '{client_id}' for {aud}); its subject's entitlement: {}",
+                policy.entitlement_name(entitlement)
+            ));
+            ceiling = Some(ScopeSet::parse(text("scope")).unwrap_or_default());
+            subject = Some(entitlement);
+            act = Some(chain);
+            (agent, sub.to_string(), None)
         }
     };
     let requested = match h.scope.as_deref().map(ScopeSet::parse) {
@@ -168,8 +294,11 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
         resources: &resources,
         audiences: &audiences,
         requested: requested.as_ref(),
-        ceiling: None,
-        subject: None,
+        ceiling: ceiling.as_ref(),
+        subject: match subject {
+            Some(Entitlement::Agent(a)) if policy.agents[a].id == agent.id => None,
+            other => other,
+        },
     };
     match decide(policy, &decision, lifetimes) {
         Ok(permit) => {
@@ -180,6 +309,9 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
                     "agent '{}' may reach server '{}': scopes {} (default: {})",
                     agent.id, permit.server.id, a.scopes, a.default_scopes
                 ));
+            }
+            if let Some(a) = &act {
+                trace.push(format!("act: {}", a.chain().join(" < ")));
             }
             Explanation {
                 outcome: Outcome::Allowed {

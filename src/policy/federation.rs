@@ -245,6 +245,35 @@ impl Policy {
                 tests.join(" and ")
             );
         }
+        for s in self.servers.iter().filter(|s| s.operator.is_some()) {
+            if let Some(op) = s.operator {
+                let _ = writeln!(out, "server {} is operated by agent {}", s.id, self.agents[op].id);
+            }
+        }
+        if !self.delegation.is_empty() {
+            let _ = writeln!(out, "delegation rules (chains capped at {} actors):", self.max_actors());
+        }
+        for r in &self.delegation {
+            let tests: Vec<String> = r.subject.0.iter().map(ToString::to_string).collect();
+            let allow: Vec<String> =
+                r.allow.iter().map(|a| format!("{}: {}", self.servers[a.server].id, a.scopes)).collect();
+            let _ = writeln!(
+                out,
+                "  {}: agent {} acts for subjects of issuer {} when {}; allows {}{}",
+                r.id,
+                self.agents[r.actor].id,
+                self.issuers[r.issuer].id,
+                tests.join(" and "),
+                allow.join("; "),
+                if r.limit_to_subject_scopes { " (within the subject token's scope)" } else { "" }
+            );
+        }
+        for (a, b) in self.delegation_overlaps() {
+            let _ = writeln!(
+                out,
+                "warning: delegation rules '{a}' and '{b}' can both match one subject and actor; such a request is refused as ambiguous"
+            );
+        }
         for (issuer, a, b) in self.federation_overlaps() {
             let _ = writeln!(
                 out,

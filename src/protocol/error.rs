@@ -15,6 +15,10 @@ pub enum ErrorCode {
     InvalidTarget,
     TemporarilyUnavailable,
     ServerError,
+    /// An agent's rate limit (policy `rate_limit`): 429 with `Retry-After`. On the wire it is
+    /// `temporarily_unavailable` (RFC 6749 defines no code of its own for it); metrics and
+    /// the audit log call it `rate_limited`.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -29,6 +33,15 @@ impl ErrorCode {
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::ServerError => "server_error",
+            ErrorCode::RateLimited => "temporarily_unavailable",
+        }
+    }
+
+    /// The name metrics and the audit log use: the wire code, except `rate_limited`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCode::RateLimited => "rate_limited",
+            other => other.as_str(),
         }
     }
 
@@ -39,6 +52,7 @@ impl ErrorCode {
             ErrorCode::InvalidClient => 401,
             ErrorCode::TemporarilyUnavailable => 503,
             ErrorCode::ServerError => 500,
+            ErrorCode::RateLimited => 429,
             _ => 400,
         }
     }
@@ -56,6 +70,8 @@ impl fmt::Display for ErrorCode {
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// Seconds for `Retry-After` on 429 and 503 (default 1).
+    pub retry_after_secs: Option<u64>,
 }
 
 /// RFC 6749 section 5.2: `error_description` characters are `%x20-21 / %x23-5B / %x5D-7E`,
@@ -84,7 +100,13 @@ pub fn description_text(d: String) -> String {
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description_text(description.into()) }
+        OAuthError { code, description: description_text(description.into()), retry_after_secs: None }
+    }
+
+    /// Say when to retry (`Retry-After`, for `temporarily_unavailable`).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -104,6 +126,13 @@ impl OAuthError {
     }
     pub fn unavailable(d: impl Into<String>) -> Self {
         Self::new(ErrorCode::TemporarilyUnavailable, d)
+    }
+    /// 429: the agent's rate limit; retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Self {
+        OAuthError {
+            retry_after_secs: Some(secs.max(1)),
+            ..Self::new(ErrorCode::RateLimited, "rate limit exceeded for this agent; retry later")
+        }
     }
     pub fn server_error() -> Self {
         Self::new(ErrorCode::ServerError, "the server could not complete the request")

@@ -1,7 +1,7 @@
 //! The embedded replay store: one process only, bounded, entries expire. When it is full of
 //! unexpired entries it refuses (fail closed) rather than forget a spent `jti`.
 
-use super::{ReplayError, ReplayKey, ReplayStore, Spend};
+use super::{AssertionTimes, Readiness, ReplayError, ReplayKey, ReplayStore, Spend};
 use crate::clock::SharedClock;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -64,13 +64,20 @@ impl MemoryStore {
     }
 }
 
+/// One process: the record lives and dies with the broker, so it is never lost while anyone
+/// could replay into it; the assertion's times are not needed.
 impl ReplayStore for MemoryStore {
-    async fn spend(&self, key: &ReplayKey, expires_at_ms: i64) -> Result<Spend, ReplayError> {
+    async fn spend(
+        &self,
+        key: &ReplayKey,
+        expires_at_ms: i64,
+        _: &AssertionTimes,
+    ) -> Result<Spend, ReplayError> {
         self.spend_now(key, expires_at_ms)
     }
 
-    async fn ping(&self) -> Result<(), ReplayError> {
-        Ok(())
+    async fn readiness(&self) -> Result<Readiness, ReplayError> {
+        Ok(Readiness::default())
     }
 }
 
@@ -80,16 +87,18 @@ mod tests {
     use crate::clock::{Clock, OffsetClock};
     use std::sync::Arc;
 
+    const T: AssertionTimes = AssertionTimes { iat: None, nbf: None, exp: 0, lifetime_capped: true };
+
     #[tokio::test]
     async fn spends_once_and_forgets_after_expiry() {
         let clock = OffsetClock::new();
         let store = MemoryStore::new(100, clock.clone());
         let key = ReplayKey::for_jti("agent", "jti-1");
         let exp = clock.now_ms() + 10_000;
-        assert_eq!(store.spend(&key, exp).await.expect("ok"), Spend::Fresh);
-        assert_eq!(store.spend(&key, exp).await.expect("ok"), Spend::Replayed);
+        assert_eq!(store.spend(&key, exp, &T).await.expect("ok"), Spend::Fresh);
+        assert_eq!(store.spend(&key, exp, &T).await.expect("ok"), Spend::Replayed);
         clock.advance_secs(11);
-        assert_eq!(store.spend(&key, exp + 20_000).await.expect("ok"), Spend::Fresh);
+        assert_eq!(store.spend(&key, exp + 20_000, &T).await.expect("ok"), Spend::Fresh);
     }
 
     #[tokio::test]
@@ -99,7 +108,7 @@ mod tests {
         let exp = clock.now_ms() + 60_000;
         let mut refused = 0;
         for i in 0..200 {
-            match store.spend(&ReplayKey::for_jti("a", &i.to_string()), exp).await {
+            match store.spend(&ReplayKey::for_jti("a", &i.to_string()), exp, &T).await {
                 Ok(Spend::Fresh) => {}
                 Err(ReplayError::Full(_)) => refused += 1,
                 other => panic!("unexpected {other:?}"),
@@ -108,7 +117,7 @@ mod tests {
         assert!(refused > 0, "a full store must refuse");
         clock.advance_secs(61);
         assert_eq!(
-            store.spend(&ReplayKey::for_jti("a", "new"), exp + 120_000).await.expect("ok"),
+            store.spend(&ReplayKey::for_jti("a", "new"), exp + 120_000, &T).await.expect("ok"),
             Spend::Fresh
         );
     }
@@ -122,7 +131,7 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let s = store.clone();
-                tokio::spawn(async move { s.spend(&key, exp).await })
+                tokio::spawn(async move { s.spend(&key, exp, &T).await })
             })
             .collect();
         let mut fresh = 0;

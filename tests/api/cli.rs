@@ -108,6 +108,7 @@ async fn serve_from_config_file_with_env_override() {
     let policy = write_policy(dir.path(), &agent_jwk);
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
+    let prefix = unique_prefix();
     let config = dir.path().join("agent-sts.toml");
     std::fs::write(
         &config,
@@ -119,10 +120,12 @@ async fn serve_from_config_file_with_env_override() {
             policy.display(),
             dir.path().join("signing.pem").display(),
             shared_redis_url(),
-            unique_prefix(),
+            prefix,
         ),
     )
     .expect("write config");
+    // A Redis that has served for long (a missing replay marker would count as a loss).
+    crate::replay_support::seed_single(&shared_redis_url(), &prefix).await.expect("seed markers");
     let mut child = Command::new(BIN)
         .args(["serve", "--config", config.to_str().expect("utf8")])
         .env("AGENT_STS__TOKENS__DEFAULT_LIFETIME_SECS", "120")
@@ -186,7 +189,25 @@ fn serve_refuses_the_public_example_key_and_unknown_settings() {
     .expect("write");
     let out = run(&["serve", "--config", config.to_str().expect("utf8")]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("example agent key"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("a key of the example policy"), "{}", text(&out.stderr));
+    // The example identity provider's key, inline in an [[issuer]] of another policy, too.
+    let policy = dir.path().join("idp.toml");
+    let example = std::fs::read_to_string("policies/example.toml").expect("example policy");
+    let issuer_table = &example[example.find("[[issuer]]").expect("issuer")
+        ..example.find("# The example agent may act").expect("rule")];
+    std::fs::write(&policy, format!("[[server]]\nid = \"s\"\nresource = \"https://s.example/mcp\"\nscopes = [\"r\"]\n\n{issuer_table}")).expect("write");
+    let config2 = dir.path().join("c2.toml");
+    let c = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("policies/example.toml", &policy.display().to_string());
+    std::fs::write(&config2, c).expect("write");
+    let out = run(&["serve", "--config", config2.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("issuer \"example-idp\" trusts a key of the example policy"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = Command::new(BIN)
         .args(["serve", "--dev", "--listen", "127.0.0.1:0"])

@@ -461,6 +461,18 @@ async fn never_fetched_issuer_gives_503_until_it_is_up() {
     let r = p.jwt_bearer(&p.github.sign(&p.github_claims(), "rsa-1"), DOCS).await;
     r.assert_error(503, "temporarily_unavailable");
     assert!(description(&r).contains("keys of its issuer are not available yet"), "{}", r.text);
+    // Ready (agents work), and /readyz says which issuer has no keys yet and why.
+    let said = wait_until_async(Duration::from_secs(10), || async {
+        let ready = p.app.get("/readyz").await;
+        assert_eq!(ready.status, 200, "{}", ready.text);
+        let github =
+            ready.body["issuers"].as_array().and_then(|a| a.iter().find(|i| i["id"] == "github")).cloned();
+        github.is_some_and(|g| {
+            g["keys_loaded"] == false && g["last_error"].as_str().is_some_and(|e| e.contains("500"))
+        })
+    })
+    .await;
+    assert!(said, "/readyz names the issuer whose keys could not be fetched");
     p.github.set_behaviour(Behaviour::Normal);
     let back = wait_until_async(Duration::from_secs(10), || async {
         p.jwt_bearer(&p.github.sign(&p.github_claims(), "rsa-1"), DOCS).await.status == 200

@@ -45,11 +45,24 @@ impl RedisServer {
     }
 
     pub fn start_on(port: u16) -> RedisServer {
+        let server = Self::spawn_with(port, &[]);
+        server.wait_ready();
+        server
+    }
+
+    /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
+    pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::spawn_raw(port, &args)
+    }
+
+    /// `redis-server args...` (a config file first, `--sentinel`, ...) that serves `port`.
+    pub fn spawn_raw(port: u16, args: &[&str]) -> RedisServer {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             cmd.pre_exec(|| {
@@ -60,12 +73,10 @@ impl RedisServer {
         let child = cmd
             .spawn()
             .expect("redis-server must be on PATH for the tests (Debian: apt-get install redis-server; .ci/run installs it)");
-        let server = RedisServer { child: Some(child), port };
-        server.wait_ready();
-        server
+        RedisServer { child: Some(child), port }
     }
 
-    fn wait_ready(&self) {
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
@@ -257,6 +268,11 @@ pub struct TestApp {
     pub clock: Arc<OffsetClock>,
     pub http: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
+    /// `metrics.listen`'s port, when the options set it.
+    pub metrics_port: Option<u16>,
+    /// Reloads the policy file at `policy_path` (what SIGHUP does in `serve`).
+    pub reloader: Arc<agent_sts::reload::Reloader>,
+    pub policy_path: std::path::PathBuf,
     _policy_dir: tempfile::TempDir,
 }
 
@@ -281,9 +297,16 @@ pub struct AppOptions {
     pub configure: fn(&mut Settings),
     /// Appended to the test policy (issuers, rules, more agents).
     pub extra_policy: String,
+    /// The whole policy file's text instead (default: [`policy_toml`] + `extra_policy`).
+    pub policy: Option<String>,
     /// Last word on the settings (listen address, lifetimes, signing key ...).
     pub settings: Option<SettingsHook>,
+    /// Last changes to the settings (topology, skew, ...), applied before the broker starts.
+    pub tweak: Option<Tweak>,
 }
+
+/// A change to the settings a test makes before the broker starts.
+pub type Tweak = Arc<dyn Fn(&mut Settings) + Send + Sync>;
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -294,7 +317,9 @@ impl Default for AppOptions {
             issuer: None,
             configure: |_| {},
             extra_policy: String::new(),
+            policy: None,
             settings: None,
+            tweak: None,
         }
     }
 }
@@ -314,11 +339,12 @@ impl TestApp {
     pub async fn spawn_with(opts: AppOptions) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy = dir.path().join("policy.toml");
-        std::fs::write(&policy, format!("{}\n{}", policy_toml(), opts.extra_policy)).expect("write policy");
+        let text = opts.policy.unwrap_or_else(|| format!("{}\n{}", policy_toml(), opts.extra_policy));
+        std::fs::write(&policy, text).expect("write policy");
         let mut settings = Settings::default();
         settings.server.listen = "127.0.0.1:0".into();
         settings.server.workers = Some(1);
-        settings.policy.path = Some(policy);
+        settings.policy.path = Some(policy.clone());
         settings.replay.backend = Some(opts.replay);
         settings.replay.redis_url = opts.redis_url.unwrap_or_else(shared_redis_url);
         settings.replay.key_prefix = opts.key_prefix.unwrap_or_else(unique_prefix);
@@ -327,6 +353,11 @@ impl TestApp {
         if let Some(f) = opts.settings {
             f(&mut settings);
         }
+        if let Some(tweak) = &opts.tweak {
+            tweak(&mut settings);
+        }
+        // A Redis that has served for long: its replay markers exist (a new marker is a loss).
+        crate::replay_support::seed_markers(&settings).await;
         let clock = OffsetClock::new();
         // Dev mode derives the issuer from the bound port and generates the signing key; the
         // policy and replay store are the ones set above.
@@ -334,9 +365,21 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", app.port());
         let issuer = app.issuer().to_string();
         let handle = app.handle();
+        let metrics_port = app.metrics_port();
+        let reloader = app.reloader();
         tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        TestApp { base, issuer, clock, http, handle, _policy_dir: dir }
+        TestApp {
+            base,
+            issuer,
+            clock,
+            http,
+            handle,
+            metrics_port,
+            reloader,
+            policy_path: policy,
+            _policy_dir: dir,
+        }
     }
 
     /// Stop serving (the port is free again once this returns).
@@ -354,22 +397,7 @@ impl TestApp {
 
     /// An assertion for `agent` that passes every check; adjust it before signing.
     pub fn assertion(&self, agent_id: &str) -> Assertion {
-        let a = agent(agent_id);
-        let now = self.now();
-        let k = &a.keys[0];
-        let mut header = Map::new();
-        header.insert("alg".into(), json!(k.key.alg().as_str()));
-        header.insert("typ".into(), json!("JWT"));
-        if let Some(kid) = &k.kid {
-            header.insert("kid".into(), json!(kid));
-        }
-        let claims = json!({
-            "iss": a.id, "sub": a.id, "aud": self.issuer,
-            "iat": now, "exp": now + 60,
-            "jti": agent_sts::crypto::random_id(),
-        });
-        let Value::Object(claims) = claims else { unreachable!() };
-        Assertion { key: &k.key, header, claims }
+        assertion_for(agent_id, &self.issuer, self.now())
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -415,6 +443,52 @@ impl TestApp {
         r.assert_ok();
         r.access_token().to_string()
     }
+}
+
+/// An assertion for `agent_id` with `aud` = `issuer` that passes every check; adjust it
+/// before signing.
+pub fn assertion_for(agent_id: &str, issuer: &str, now: i64) -> Assertion {
+    let a = agent(agent_id);
+    let k = &a.keys[0];
+    let mut header = Map::new();
+    header.insert("alg".into(), json!(k.key.alg().as_str()));
+    header.insert("typ".into(), json!("JWT"));
+    if let Some(kid) = &k.kid {
+        header.insert("kid".into(), json!(kid));
+    }
+    let claims = json!({
+        "iss": a.id, "sub": a.id, "aud": issuer,
+        "iat": now, "exp": now + 60,
+        "jti": agent_sts::crypto::random_id(),
+    });
+    let Value::Object(claims) = claims else { unreachable!() };
+    Assertion { key: &k.key, header, claims }
+}
+
+/// POST the MCP SDK's client-credentials form to `<base>/token` (for brokers other than a
+/// [`TestApp`]: child processes, requests spawned onto tasks).
+pub async fn post_client_credentials(
+    http: &reqwest::Client,
+    base: &str,
+    assertion: &str,
+    resource: &str,
+) -> Reply {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+            ("client_assertion", assertion),
+            ("resource", resource),
+        ])
+        .finish();
+    let r = http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .expect("POST /token is answered");
+    Reply::read(r).await
 }
 
 // ---- Assertions ----------------------------------------------------------------------------

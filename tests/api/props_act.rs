@@ -33,10 +33,12 @@ fn broker() -> Broker {
     let key = SigningKey::generate(Alg::ES256).expect("key");
     let issuers = agent_sts::issuers::Issuers::new(&Default::default(), clock.clone(), &policy.issuers)
         .expect("issuers");
+    let replay = Arc::new(AnyReplayStore::Memory(MemoryStore::new(100_000, clock.clone())));
     Broker {
         tokens: TokenIssuer::new(ISSUER.into(), key, vec![]).expect("issuer"),
         policy: Arc::new(policy),
-        replay: AnyReplayStore::Memory(MemoryStore::new(100_000, clock.clone())),
+        shared: Arc::new(agent_sts::broker::Shared::new(false, replay.clone(), clock.clone())),
+        replay,
         issuers: Arc::new(issuers),
         rules: agent_sts::startup::assertion_rules(ISSUER, &Default::default()),
         lifetimes: Lifetimes { default_secs: 300, max_secs: 3600 },

@@ -2,7 +2,18 @@
 //! with Retry-After); when it comes back, tokens flow again without restarting the broker.
 
 use crate::helpers::*;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A Redis that comes up empty has lost its replay record: fresh assertions pass once the
+/// future tolerance has gone by (here 1 s; see `replay_loss` for the window itself).
+fn short_skew(redis_url: String) -> AppOptions {
+    AppOptions {
+        redis_url: Some(redis_url),
+        tweak: Some(Arc::new(|s| s.tokens.future_skew_secs = 1)),
+        ..AppOptions::default()
+    }
+}
 
 /// Keep asking with fresh assertions until a token comes, for at most `limit`.
 async fn until_token(app: &TestApp, limit: Duration) -> Reply {
@@ -21,7 +32,7 @@ async fn until_token(app: &TestApp, limit: Duration) -> Reply {
 async fn redis_stopped_mid_run_gives_503_then_recovers() {
     let mut redis = RedisServer::start();
     let port = redis.port;
-    let app = TestApp::spawn_with(AppOptions { redis_url: Some(redis.url()), ..AppOptions::default() }).await;
+    let app = TestApp::spawn_with(short_skew(redis.url())).await;
     app.client_credentials(&app.assertion("bot").sign(), DOCS, None).await.assert_ok();
 
     redis.stop();
@@ -40,11 +51,7 @@ async fn redis_stopped_mid_run_gives_503_then_recovers() {
 #[tokio::test]
 async fn broker_started_before_redis_serves_once_redis_is_up() {
     let port = free_port();
-    let app = TestApp::spawn_with(AppOptions {
-        redis_url: Some(format!("redis://127.0.0.1:{port}")),
-        ..AppOptions::default()
-    })
-    .await;
+    let app = TestApp::spawn_with(short_skew(format!("redis://127.0.0.1:{port}"))).await;
     assert_eq!(app.get("/readyz").await.status, 503);
     app.client_credentials(&app.assertion("bot").sign(), DOCS, None)
         .await
