@@ -515,6 +515,10 @@ fn main() {
         ("duplicate-alg", r#"{"alg":"ES256","alg":"ES256"}"#, p),
         ("duplicate-claim", r#"{"alg":"ES256"}"#, r#"{"iss":"a","iss":"b","exp":1800000300}"#),
         ("null-kid", r#"{"alg":"ES256","kid":null}"#, p),
+        // RFC 7515 section 4: members not understood are ignored, whatever their value;
+        // jsonwebtoken refuses non-strings there (found by this target).
+        ("unknown-member-not-a-string", r#"{"alg":"ES256","rcit":["exp"]}"#, p),
+        ("unknown-member-null", r#"{"alg":"ES256","x":null}"#, p),
         ("cty-jwt", r#"{"alg":"ES256","cty":"JWT"}"#, p),
         ("crit", r#"{"alg":"ES256","crit":["exp"]}"#, p),
         ("enc", r#"{"alg":"ES256","enc":"A128GCM"}"#, p),
