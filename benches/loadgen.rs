@@ -41,6 +41,7 @@
 //! fails or panics.
 
 mod common;
+mod soak;
 
 use agent_sts::crypto::{self, Alg};
 use clap::{Parser, ValueEnum};
@@ -161,6 +162,13 @@ struct Args {
     /// sink counts what it receives and answers 200.
     #[arg(long)]
     otlp: bool,
+    /// Soak mode (issue 14): run this long, paced at `--soak-fraction` of the peak (or at
+    /// `--rate`), sampling the broker's RSS and open fds every 10 s (benches/soak/mod.rs).
+    #[arg(long)]
+    soak_secs: Option<u64>,
+    /// The soak's share of the measured peak.
+    #[arg(long, default_value_t = 0.7)]
+    soak_fraction: f64,
     /// Exit with status 1 if any request failed in any window (CI's smoke run uses it).
     #[arg(long)]
     fail_on_error: bool,
@@ -1163,6 +1171,9 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 fn run(args: &Args) -> Result<(), Error> {
     if args.connections == 0 {
         return Err("--connections must be at least 1".into());
+    }
+    if let Some(secs) = args.soak_secs {
+        return soak::run(args, secs);
     }
     if args.warmup_secs + args.duration_secs > 50 {
         return Err(format!(

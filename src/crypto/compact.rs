@@ -10,8 +10,9 @@
 //! 3. header: `alg` a string on the allow-list ([`Alg`]: never `none`, never HMAC); every
 //!    registered header parameter that is present is not `null` (absent and `null` are not the
 //!    same: RFC 7515 section 4.1 defines no `null` value) and has its type; `crit` is refused
-//!    (we implement no extensions, RFC 7515 section 4.1.11), as are `b64` (RFC 7797) and `zip`
-//!    (a JWE parameter); `cty` is refused (it announces a nested JWT or other content, RFC 7519
+//!    (we implement no extensions, RFC 7515 section 4.1.11), as are `b64` (RFC 7797), `zip`
+//!    (a JWE parameter) and `enc` (whose presence makes a header a JWE's, RFC 7516 section 9:
+//!    three parts with `enc` are neither a JWS nor a JWE); `cty` is refused (it announces a nested JWT or other content, RFC 7519
 //!    section 5.2; we never process nested JWTs); `jku`, `jwk`, `x5u` and `x5c` are refused
 //!    (keys come only from the policy or a trusted issuer's JWKS, RFC 8725 section 3.10);
 //!    `x5t`/`x5t#S256` are hints that never select a key, and are tolerated as strings;
@@ -109,7 +110,7 @@ enum Kind {
     Any,
 }
 
-const REGISTERED: [(&str, Kind); 13] = [
+const REGISTERED: [(&str, Kind); 14] = [
     ("alg", Kind::String),
     ("jku", Kind::String),
     ("jwk", Kind::Object),
@@ -123,6 +124,7 @@ const REGISTERED: [(&str, Kind); 13] = [
     ("crit", Kind::Array),
     ("b64", Kind::Any),
     ("zip", Kind::String),
+    ("enc", Kind::String),
 ];
 
 impl<'a> CompactJws<'a> {
@@ -172,7 +174,7 @@ fn check_header(h: &JsonObject) -> Result<JoseHeader, CompactError> {
     if h.contains_key("crit") {
         return Err(CompactError::Crit);
     }
-    for name in ["b64", "zip"] {
+    for name in ["b64", "zip", "enc"] {
         if h.contains_key(name) {
             return Err(CompactError::Unsupported(name));
         }
@@ -262,7 +264,7 @@ mod tests {
     /// RFC 7515 section 4.1: a registered parameter present as null is refused, by name.
     #[test]
     fn null_is_not_absence() {
-        for name in ["kid", "typ", "crit", "jku", "jwk", "x5u", "x5c", "cty", "x5t", "b64", "zip"] {
+        for name in ["kid", "typ", "crit", "jku", "jwk", "x5u", "x5c", "cty", "x5t", "b64", "zip", "enc"] {
             let h = format!(r#"{{"alg":"ES256","{name}":null}}"#);
             assert_eq!(header_err(&h), CompactError::NullHeader(name), "{name}");
         }
@@ -288,6 +290,10 @@ mod tests {
         assert_eq!(header_err(r#"{"alg":"ES256","crit":["exp"],"exp":1}"#), CompactError::Crit);
         assert_eq!(header_err(r#"{"alg":"ES256","b64":false}"#), CompactError::Unsupported("b64"));
         assert_eq!(header_err(r#"{"alg":"ES256","zip":"DEF"}"#), CompactError::Unsupported("zip"));
+        // RFC 7516 section 9: a header with `enc` is a JWE's; found by the differential fuzz
+        // target (jsonwebtoken accepts it too, as a JWS).
+        assert_eq!(header_err(r#"{"alg":"ES256","enc":"A128GCM"}"#), CompactError::Unsupported("enc"));
+        assert_eq!(header_err(r#"{"alg":"ES256","enc":1}"#), CompactError::HeaderType("enc", "a string"));
         assert_eq!(header_err(r#"{"alg":"ES256","cty":"JWT"}"#), CompactError::Cty("JWT".into()));
         assert_eq!(header_err(r#"{"alg":"ES256","cty":"json"}"#), CompactError::Cty("json".into()));
         for m in ["jku\":\"https://evil.example/jwks", "x5u\":\"https://evil.example/c"] {
