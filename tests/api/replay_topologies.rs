@@ -113,8 +113,11 @@ async fn tls_redis_with_a_private_ca_and_a_server_the_ca_did_not_sign() {
     assert!(up.is_some(), "TLS redis-server listens");
 
     let trusted = TestApp::spawn_with(over_tls(port, ca)).await;
-    // A new store: its markers are created now, so the first second refuses (future skew 0).
-    let token = within(Duration::from_secs(5), || async {
+    // A new store: its markers are created at the first spend, so assertions signed in that
+    // second are refused (future skew 0). Each try is signed a second of the broker's clock
+    // later (the wait bounds only the TLS connection's set-up, not a figure).
+    let token = within(Duration::from_secs(10), || async {
+        trusted.clock.advance_secs(1);
         let r = trusted.client_credentials(&trusted.assertion("bot").sign(), DOCS, None).await;
         (r.status == 200).then_some(r)
     })
