@@ -314,6 +314,11 @@ async fn platform_token_replayed_is_refused() {
     let t = p.gitlab.sign(&no_jti, "rsa-1");
     p.jwt_bearer(&t, TICKETS).await.assert_ok();
     p.jwt_bearer(&t, TICKETS).await.assert_error(400, "invalid_grant");
+    // A different token without a jti is another credential: its own hash, not spent yet.
+    no_jti["iat"] = json!(p.app.now() - 1);
+    let other = p.gitlab.sign(&no_jti, "rsa-1");
+    p.jwt_bearer(&other, TICKETS).await.assert_ok();
+    p.jwt_bearer(&other, TICKETS).await.assert_error(400, "invalid_grant");
 }
 
 /// The issuer's tokens must be for us (exactly), not too old, not expired.
