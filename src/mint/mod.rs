@@ -268,6 +268,14 @@ mod tests {
         assert_eq!(crate::crypto::b64url_decode(&c.jti).expect("b64").len(), 16);
         assert!(t.verify_own(&m.token, 1299).is_ok(), "valid in its last second");
         assert_eq!(t.verify_own(&m.token, 1300).unwrap_err(), OwnTokenError::Expired);
+        // kid() (logged at start and on reload as the signing key) is the header's kid, the
+        // one the JWKS publishes.
+        let header = m.token.split('.').next().expect("header");
+        let header: serde_json::Value =
+            serde_json::from_slice(&crate::crypto::b64url_decode(header).expect("b64")).expect("json");
+        assert_eq!(header["kid"], serde_json::json!(t.kid()));
+        assert_eq!(t.jwks()["keys"][0]["kid"], serde_json::json!(t.kid()));
+        assert!(!t.kid().is_empty());
     }
 
     #[test]
