@@ -35,6 +35,7 @@ issuer = "{k8s}"
 discovery = true
 algorithms = ["RS256"]
 single_use = false
+audience = "agent-sts"
 
 [[agent]]
 id = "infra-deployer"
@@ -163,7 +164,7 @@ impl Platforms {
     fn k8s_claims(&self) -> Value {
         let now = self.app.now();
         json!({
-            "iss": self.k8s.issuer(), "aud": [self.app.issuer],
+            "iss": self.k8s.issuer(), "aud": ["agent-sts"],
             "sub": "system:serviceaccount:ci:deployer",
             "iat": now, "nbf": now, "exp": now + 600,
             "kubernetes.io": {
@@ -296,6 +297,12 @@ async fn kubernetes_token_is_reusable_and_matched_by_pointer() {
     let mut other = p.k8s_claims();
     other["kubernetes.io"]["namespace"] = json!("prod");
     p.jwt_bearer(&p.k8s.sign(&other, "rsa-1"), DOCS).await.assert_error(400, "invalid_grant");
+    // The issuer's configured `audience` (a projected service-account token's audience)
+    // replaces our issuer as the one audience accepted, RFC 7523 section 3 item 3.
+    let ours = with(p.k8s_claims(), "aud", json!([p.app.issuer]));
+    let r = p.jwt_bearer(&p.k8s.sign(&ours, "rsa-1"), DOCS).await;
+    r.assert_error(400, "invalid_grant");
+    assert!(description(&r).contains("aud must be exactly"), "{}", r.text);
 }
 
 /// Single-use issuers (the default): a platform token is spent like an assertion; a token
