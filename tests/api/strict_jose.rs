@@ -193,6 +193,12 @@ async fn rfc7515_4_1_9_typ_compares_as_a_media_type() {
         let why = format!("typ '{typ}' is not accepted");
         refused_everywhere(&app, &why, || app.assertion("bot").header("typ", json!(typ)).sign()).await;
     }
+    // And it says what would be: the accepted set of an assertion.
+    let r =
+        app.client_credentials(&app.assertion("bot").header("typ", json!("at+jwt")).sign(), DOCS, None).await;
+    r.assert_error(401, "invalid_client");
+    let d = r.body["error_description"].as_str().unwrap_or_default();
+    assert!(d.contains("(accepted: jwt, client-authentication+jwt, or none)"), "{d}");
 }
 
 /// draft-ietf-oauth-rfc7523bis (and the 2025 private_key_jwt audience advisories): `aud` is
