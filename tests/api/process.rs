@@ -485,6 +485,7 @@ async fn otlp_receives_the_span_tree_of_a_token_request_in_the_callers_trace() {
     let verify = by_name("assertion.verify");
     assert_eq!(verify.parent_span_id, root.span_id);
     assert_eq!(by_name("replay.spend").parent_span_id, verify.span_id);
+    assert_eq!(attr(&by_name("replay.spend"), "backend").as_deref(), Some("redis"));
     assert_eq!(by_name("policy.decide").parent_span_id, root.span_id);
     assert_eq!(by_name("token.sign").parent_span_id, root.span_id);
     assert!(rx.service_names.lock().expect("lock").iter().any(|n| n.contains("sts-under-test")));
