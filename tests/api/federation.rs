@@ -326,6 +326,12 @@ async fn platform_token_replayed_is_refused() {
     let other = p.gitlab.sign(&no_jti, "rsa-1");
     p.jwt_bearer(&other, TICKETS).await.assert_ok();
     p.jwt_bearer(&other, TICKETS).await.assert_error(400, "invalid_grant");
+    // A jti is spent, not a token: the same jti in another token (re-signed, another iat) is
+    // a replay (RFC 7519 section 4.1.7).
+    let claims = p.gitlab_claims();
+    p.jwt_bearer(&p.gitlab.sign(&claims, "rsa-1"), TICKETS).await.assert_ok();
+    let again = with(claims, "iat", json!(p.app.now() - 4));
+    p.jwt_bearer(&p.gitlab.sign(&again, "rsa-1"), TICKETS).await.assert_error(400, "invalid_grant");
     // An empty jti names nothing: such tokens are told apart by their hash too.
     for iat in [p.app.now() - 2, p.app.now() - 3] {
         let t = p.gitlab.sign(&with(with(p.gitlab_claims(), "jti", json!("")), "iat", json!(iat)), "rsa-1");
