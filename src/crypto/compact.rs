@@ -234,6 +234,9 @@ mod tests {
         assert_eq!(CompactJws::parse("a.b.c.d", 100).unwrap_err(), CompactError::NotCompact);
         assert_eq!(CompactJws::parse("a..c", 100).unwrap_err(), CompactError::NotCompact);
         assert_eq!(CompactJws::parse("abcdef", 3).unwrap_err(), CompactError::TooLarge(3));
+        // The limit itself is allowed: exactly max_len bytes reach the shape check.
+        assert_eq!(CompactJws::parse("abcd", 4).unwrap_err(), CompactError::NotCompact);
+        assert_eq!(CompactJws::parse("abcde", 4).unwrap_err(), CompactError::TooLarge(4));
         let padded = format!("{}=.e30.c2ln", b64url_encode(br#"{"alg":"ES256"}"#));
         assert_eq!(CompactJws::parse(&padded, 100).unwrap_err(), CompactError::Base64("header"));
     }
