@@ -168,16 +168,8 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
             (agent, sub.to_string(), Some(rule.id.clone()))
         }
         Who::OnBehalfOf { issuer, claims, actor } => {
-            let invalid = |reason: String, trace: Vec<String>| {
-                Explanation::refused(
-                    ErrorCode::InvalidRequest,
-                    format!("subject_token: {reason}"),
-                    None,
-                    trace,
-                )
-            };
             let Some(index) = policy.issuer_index(issuer).or_else(|| policy.issuer_by_iss(issuer)) else {
-                return invalid(format!("'{issuer}' is not a trusted issuer"), trace);
+                return subject_invalid(format!("'{issuer}' is not a trusted issuer"), trace);
             };
             let Some(actor_index) = policy.agent_index(actor) else {
                 return Explanation::refused(
@@ -188,12 +180,12 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
                 );
             };
             let Some(sub) = claims.get("sub").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) else {
-                return invalid("has no sub".into(), trace);
+                return subject_invalid("has no sub".into(), trace);
             };
             if let Err(e) =
                 may_act_names(claims.get("may_act"), actor, h.broker_issuer.as_deref().unwrap_or_default())
             {
-                return invalid(e, trace);
+                return subject_invalid(e, trace);
             }
             trace.push(format!(
                 "issuer '{}'; delegation rules for actor '{actor}':",
@@ -208,12 +200,12 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
             }
             let rule = match policy.delegation_rule(index, actor_index, claims) {
                 Ok(r) => r,
-                Err(deny) => return invalid(deny.to_string(), trace),
+                Err(deny) => return subject_invalid(deny.to_string(), trace),
             };
             let prior = match claims.get("act").map(|v| serde_json::from_value::<Act>(v.clone())) {
                 None => None,
                 Some(Ok(a)) => Some(Box::new(a)),
-                Some(Err(_)) => return invalid("its act claim is malformed".into(), trace),
+                Some(Err(_)) => return subject_invalid("its act claim is malformed".into(), trace),
             };
             let chain = Act { sub: actor.clone(), act: prior };
             if let Err(e) = policy.check_chain(&chain) {
@@ -228,14 +220,6 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
             (&policy.agents[actor_index], sub.to_string(), Some(rule.id.clone()))
         }
         Who::Carried { token, actor } => {
-            let invalid = |reason: String, trace: Vec<String>| {
-                Explanation::refused(
-                    ErrorCode::InvalidRequest,
-                    format!("subject_token: {reason}"),
-                    None,
-                    trace,
-                )
-            };
             let Some(agent) = policy.agent(actor).filter(|a| !a.disabled) else {
                 return Explanation::refused(
                     ErrorCode::InvalidClient,
@@ -247,7 +231,7 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
             let text = |name: &str| token.get(name).and_then(|v| v.as_str()).unwrap_or_default();
             let (sub, aud, client_id) = (text("sub"), text("aud"), text("client_id"));
             if !policy.may_exchange(actor, client_id, aud) {
-                return invalid(
+                return subject_invalid(
                     format!("only the agent it was issued to ('{client_id}'), or the operator of its audience, may exchange it"),
                     trace,
                 );
@@ -257,12 +241,12 @@ pub fn explain(policy: &Policy, h: &Hypothetical, lifetimes: Lifetimes) -> Expla
                 .and_then(|v| v.as_str())
                 .and_then(|e| policy.entitlement_from_claim(e))
             else {
-                return invalid("records no entitlement this policy has".into(), trace);
+                return subject_invalid("records no entitlement this policy has".into(), trace);
             };
             let prior = match token.get("act").map(|v| serde_json::from_value::<Act>(v.clone())) {
                 None => None,
                 Some(Ok(a)) => Some(a),
-                Some(Err(_)) => return invalid("its act claim is malformed".into(), trace),
+                Some(Err(_)) => return subject_invalid("its act claim is malformed".into(), trace),
             };
             let chain = Act::nest(prior, actor);
             if let Err(e) = policy.check_chain(&chain) {
@@ -356,4 +340,9 @@ impl fmt::Display for Explanation {
         }
         Ok(())
     }
+}
+
+/// A refusal of the token exchange's `subject_token` (RFC 8693 section 2.2.2: invalid_request).
+fn subject_invalid(reason: String, trace: Vec<String>) -> Explanation {
+    Explanation::refused(ErrorCode::InvalidRequest, format!("subject_token: {reason}"), None, trace)
 }
