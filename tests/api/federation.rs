@@ -275,6 +275,15 @@ async fn gitlab_token_via_jwt_bearer_and_token_exchange() {
         assert_eq!(r.body["issued_token_type"], TT_ACCESS_TOKEN);
         assert_eq!(r.token_parts().1["sub"], "project_path:acme/app:ref_type:branch:ref:main");
     }
+    // RFC 8693 §2.2.2: a token typed `at+jwt` (RFC 9068) may be a `jwt` subject, but it is
+    // not an ID token: declared as `id_token` it is invalid_request.
+    let at_jwt = json!({"alg": "RS256", "kid": "rsa-1", "typ": "at+jwt"});
+    let t = p.gitlab.sign_with_header(&at_jwt, &p.gitlab_claims(), "rsa-1");
+    p.exchange(&t, TT_JWT, TICKETS).await.assert_ok();
+    let t = p.gitlab.sign_with_header(&at_jwt, &p.gitlab_claims(), "rsa-1");
+    let r = p.exchange(&t, "urn:ietf:params:oauth:token-type:id_token", TICKETS).await;
+    r.assert_error(400, "invalid_request");
+    assert!(description(&r).contains("typ"), "{}", r.text);
     // An unprotected branch does not match; as a subject token that is invalid_request.
     let t = p.gitlab.sign(&with(p.gitlab_claims(), "ref_protected", json!("false")), "rsa-1");
     p.exchange(&t, TT_JWT, TICKETS).await.assert_error(400, "invalid_request");
