@@ -201,9 +201,18 @@ async fn rfc8693_actor_token_authenticates_the_actor() {
 async fn rfc8693_2_2_2_unsupported_token_types_are_invalid_request() {
     let app = TestApp::spawn().await;
     let subject = app.token_for("bot", DOCS, None).await;
-    exchange_as(&app, "bot", &subject, "urn:ietf:params:oauth:token-type:id_token", &[("resource", TICKETS)])
-        .await
-        .assert_error(400, "invalid_request");
+    let r = exchange_as(
+        &app,
+        "bot",
+        &subject,
+        "urn:ietf:params:oauth:token-type:id_token",
+        &[("resource", TICKETS)],
+    )
+    .await;
+    r.assert_error(400, "invalid_request");
+    // The refusal says where the token is from and which types fit it.
+    let d = r.body["error_description"].as_str().unwrap_or_default();
+    assert!(d.ends_with("from this broker (use access_token or jwt)"), "{d}");
     exchange_as(
         &app,
         "bot",
