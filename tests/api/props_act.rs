@@ -27,7 +27,7 @@ use std::sync::Arc;
 const ISSUER: &str = "https://sts.props.test";
 const NAMES: [&str; 5] = ["bot", "agent-a", "agent-b", "agent-c", "someone-else"];
 
-fn broker() -> Broker {
+pub fn broker() -> Broker {
     let policy = Policy::from_sources(&[("props.toml".into(), policy_toml())]).expect("policy");
     let clock: SharedClock = Arc::new(SystemClock);
     let key = SigningKey::generate(Alg::ES256).expect("key");
@@ -46,7 +46,7 @@ fn broker() -> Broker {
     }
 }
 
-fn assertion(agent_id: &str, now: i64) -> String {
+pub fn assertion(agent_id: &str, now: i64) -> String {
     let k = &agent(agent_id).keys[0];
     let mut header = json!({"alg": k.key.alg().as_str(), "typ": "JWT"});
     if let Some(kid) = &k.kid {

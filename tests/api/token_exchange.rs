@@ -99,9 +99,10 @@ async fn rfc8693_2_2_2_bad_subject_tokens_are_invalid_request() {
     let other_app = TestApp::spawn().await;
     // Issued by another broker (another signing key and issuer).
     let foreign = other_app.token_for("bot", DOCS, None).await;
-    exchange_as(&app, "bot", &foreign, TT_ACCESS_TOKEN, &[("resource", TICKETS)])
-        .await
-        .assert_error(400, "invalid_request");
+    let r = exchange_as(&app, "bot", &foreign, TT_ACCESS_TOKEN, &[("resource", TICKETS)]).await;
+    r.assert_error(400, "invalid_request");
+    let d = r.body["error_description"].as_str().unwrap_or_default();
+    assert!(d.contains("iss is not this broker, a trusted issuer, or a registered agent"), "{d}");
     // Tampered.
     let subject = app.token_for("bot", DOCS, None).await;
     let mut parts: Vec<String> = subject.split('.').map(String::from).collect();
@@ -271,4 +272,56 @@ async fn rfc8693_2_2_2_own_assertion_subject_and_client_must_be_one_agent() {
     r.assert_ok();
     let (_, claims) = r.token_parts();
     assert_eq!((claims["sub"].as_str(), claims["act"]["sub"].as_str()), (Some("bot"), Some("bot")));
+}
+
+/// A token of ours from before `entitlement` was recorded in issued tokens (an upgrade: such
+/// tokens live until their `exp`): only an agent's own token (`sub` = `client_id`, no `act`)
+/// stands for that agent's entitlement; any other is refused, never guessed (RFC 8693 §2.2.2,
+/// invalid_request). In process, to mint tokens without the claim.
+#[tokio::test]
+async fn rfc8693_2_2_2_subject_without_entitlement_claim_only_as_the_agents_own_token() {
+    use agent_sts::mint::{Act, MintSpec};
+    use agent_sts::protocol::{ErrorCode, ScopeSet, TokenRequest};
+    let broker = crate::props_act::broker();
+    let now = broker.clock.now_secs();
+    let read = ScopeSet::parse("read").expect("scope");
+    let bot = Act { sub: "bot".into(), act: None };
+    let exchange = |sub: &'static str, act: Option<&Act>| {
+        let subject = broker
+            .tokens
+            .mint(&MintSpec {
+                sub,
+                aud: DOCS,
+                client_id: "bot",
+                scopes: &read,
+                iat: now,
+                exp: now + 300,
+                act,
+                entitlement: None,
+            })
+            .expect("mint")
+            .token;
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("grant_type", GRANT_TOKEN_EXCHANGE),
+                ("subject_token", subject.as_str()),
+                ("subject_token_type", TT_ACCESS_TOKEN),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", crate::props_act::assertion("bot", now).as_str()),
+                ("resource", TICKETS),
+            ])
+            .finish();
+        let req = TokenRequest::parse(body.as_bytes(), false).expect("parses");
+        let broker = &broker;
+        async move { broker.exchange(&req).await }
+    };
+    // bot's own token: its entitlement is bot's.
+    let issued = exchange("bot", None).await.expect("bot's own token is exchanged");
+    assert_eq!((issued.sub.as_str(), issued.actors.clone()), ("bot", vec!["bot".to_string()]));
+    // For a user, or with an actor already: nothing says whose entitlement applies.
+    for (sub, act) in [("user-1", None), ("bot", Some(&bot))] {
+        let e = exchange(sub, act).await.err().expect("refused");
+        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.description);
+        assert!(e.description.contains("records no entitlement"), "{}", e.description);
+    }
 }
