@@ -269,6 +269,39 @@ mod tests {
         assert_eq!(r.scope.expect("scope").to_string(), "read write");
     }
 
+    /// `GrantRequest::name` gives back the `grant_type` that was parsed (the fuzz target's
+    /// round trip rebuilds forms with it).
+    #[test]
+    fn grant_name_is_the_parsed_grant_type() {
+        let te = format!(
+            "grant_type={}&subject_token=s.t.u&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt",
+            GRANT_TOKEN_EXCHANGE
+        );
+        let jb = format!("grant_type={GRANT_JWT_BEARER}&assertion=a.b.c");
+        for (body, grant) in [
+            (CC, GRANT_CLIENT_CREDENTIALS),
+            (jb.as_str(), GRANT_JWT_BEARER),
+            (te.as_str(), GRANT_TOKEN_EXCHANGE),
+        ] {
+            assert_eq!(parse(body).expect("valid").grant.name(), grant);
+        }
+    }
+
+    /// Assertions and tokens never reach a log line: a request's `Debug` shows where they
+    /// were, redacted, never their text.
+    #[test]
+    fn debug_output_redacts_assertions_and_tokens() {
+        let r = parse(&format!("{CC}&resource=https%3A%2F%2Fmcp.example%2F")).expect("valid");
+        let shown = format!("{r:?}");
+        assert!(shown.contains("ClientAssertion([redacted])") && !shown.contains("a.b.c"), "{shown}");
+        let body = format!(
+            "grant_type={GRANT_TOKEN_EXCHANGE}&subject_token=sub.ject.tok&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&actor_token=act.or.tok&actor_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt"
+        );
+        let shown = format!("{:?}", parse(&body).expect("valid"));
+        assert_eq!(shown.matches("TypedToken(Jwt, [redacted])").count(), 2, "{shown}");
+        assert!(!shown.contains("sub.ject.tok") && !shown.contains("act.or.tok"), "{shown}");
+    }
+
     /// RFC 6749 §3.2: a repeated parameter is invalid_request.
     #[test]
     fn rfc6749_3_2_repeated_parameter_is_invalid_request() {
