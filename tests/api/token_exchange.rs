@@ -320,7 +320,7 @@ async fn rfc8693_2_2_2_subject_without_entitlement_claim_only_as_the_agents_own_
     assert_eq!((issued.sub.as_str(), issued.actors.clone()), ("bot", vec!["bot".to_string()]));
     // For a user, or with an actor already: nothing says whose entitlement applies.
     for (sub, act) in [("user-1", None), ("bot", Some(&bot))] {
-        let e = exchange(sub, act).await.err().expect("refused");
+        let Err(e) = exchange(sub, act).await else { panic!("{sub}: exchanged") };
         assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.description);
         assert!(e.description.contains("records no entitlement"), "{}", e.description);
     }
