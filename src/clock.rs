@@ -40,7 +40,11 @@ impl OffsetClock {
     }
 
     pub fn advance_secs(&self, secs: i64) {
-        self.offset_ms.fetch_add(secs * 1000, Ordering::SeqCst);
+        self.advance_ms(secs * 1000);
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 

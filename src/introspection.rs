@@ -155,7 +155,7 @@ impl Broker {
             Caller::Server(s) => format!("server:{}", s.id),
         };
         let jti = checked.claims.jti().unwrap_or_default();
-        let until_ms = checked.exp.saturating_add(self.rules.skew.past_secs).saturating_mul(1000);
+        let until_ms = self.rules.skew.refused_from_ms(checked.exp);
         let span = tracing::info_span!(target: SPAN_TARGET, "replay.spend", backend = self.replay.kind());
         let times = AssertionTimes {
             iat: checked.claims.iat(),

@@ -32,6 +32,17 @@ pub struct Skew {
     pub future_secs: i64,
 }
 
+impl Skew {
+    /// The first Unix millisecond at which step 6 refuses a JWT that expires at `exp`. Step 6
+    /// works in whole seconds (`now` is the clock's milliseconds floored): it accepts while
+    /// `now <= exp + past`, so up to the last millisecond of that second. A replay record
+    /// must live until this instant; one that ended at `(exp + past) * 1000` would leave the
+    /// JWT's last second of acceptance open to a replay.
+    pub fn refused_from_ms(self, exp: i64) -> i64 {
+        exp.saturating_add(self.past_secs).saturating_add(1).saturating_mul(1000)
+    }
+}
+
 /// Which `typ` header values a kind of JWT may carry, as bare lower-case media types
 /// (compared per RFC 7515 section 4.1.9, see [`crate::crypto::Typ`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +304,23 @@ mod tests {
     #[test]
     fn a_good_jwt_passes() {
         assert_eq!(run(base(), &expect()), Ok(NOW + 60));
+    }
+
+    /// `refused_from_ms` is the first millisecond step 6 refuses at: the checklist sees
+    /// whole seconds (the clock's milliseconds floored), and every millisecond before that
+    /// instant is still accepted, so a replay record must last until then.
+    #[test]
+    fn refused_from_ms_is_the_first_refused_millisecond() {
+        let e = expect();
+        let exp = NOW - 60;
+        let until = e.skew.refused_from_ms(exp);
+        let raw = sign(json!({"alg": "ES256", "typ": "JWT"}), with(base(), "exp", json!(exp)));
+        let at_ms = |ms: i64| {
+            check(&raw, &e, ms.div_euclid(1000), |_, _| Ok(((), &fixture().verifying))).map(|c| c.exp)
+        };
+        assert_eq!(at_ms(until - 1), Ok(exp), "the last millisecond before it is accepted");
+        assert_eq!(at_ms(until), Err(JwtError::Expired));
+        assert_eq!(at_ms((exp + 60) * 1000), Ok(exp), "(exp + past) * 1000 is still accepted");
     }
 
     /// Every time check on its boundary: the last second that passes and the first that

@@ -163,7 +163,8 @@ pub fn check_assertion_presented<'p>(
 }
 
 /// Step 7: spend `id` (a `jti`, namespaced by `issuer`, hashed) until the JWT could no longer
-/// be accepted (`exp` + the past skew). `lifetime_capped`: whether the checklist capped its
+/// be accepted (the end of the second `exp` + the past skew, [`Skew::refused_from_ms`]).
+/// `lifetime_capped`: whether the checklist capped its
 /// lifetime (an agent's assertion), which decides what its `exp` proves after a loss of the
 /// replay record ([`crate::replay::window`]).
 pub(crate) async fn spend<S: ReplayStore, T>(
@@ -174,7 +175,7 @@ pub(crate) async fn spend<S: ReplayStore, T>(
     skew: Skew,
     lifetime_capped: bool,
 ) -> Result<Spend, ReplayError> {
-    let until_ms = checked.exp.saturating_add(skew.past_secs).saturating_mul(1000);
+    let until_ms = skew.refused_from_ms(checked.exp);
     let c = &checked.claims;
     let times = AssertionTimes { iat: c.iat(), nbf: c.nbf(), exp: checked.exp, lifetime_capped };
     store.spend(&ReplayKey::for_jti(issuer, id), until_ms, &times).await

@@ -2,6 +2,9 @@
 //! signature verifies; a second use issues nothing.
 
 use crate::helpers::*;
+use agent_sts::clock::Clock;
+use agent_sts::config::ReplayBackend;
+use serde_json::json;
 
 #[tokio::test]
 async fn rfc7523_3_replayed_client_assertion_is_invalid_client() {
@@ -85,4 +88,37 @@ async fn memory_replay_store_refuses_replays() {
     let a = app.assertion("bot").sign();
     app.client_credentials(&a, DOCS, None).await.assert_ok();
     app.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
+}
+
+/// RFC 7523 §3 item 7: an assertion is accepted until the end of the second `exp` + the past
+/// skew (the checklist counts whole seconds), so its spent record must last that long too. Used
+/// in that last second, it is still refused when replayed in it, in either store.
+#[tokio::test]
+async fn rfc7523_3_assertion_spent_in_its_last_accepted_second_is_not_replayable() {
+    for replay in [ReplayBackend::Redis, ReplayBackend::Memory] {
+        let app = TestApp::spawn_with(AppOptions { replay, ..AppOptions::default() }).await;
+        let mut tries = 0;
+        let (a, last_second) = loop {
+            // Move the broker's clock to the start of a second, and sign an assertion whose
+            // exp + 60 s of skew is that second: its last accepted one.
+            app.clock.advance_ms(1000 - app.clock.now_ms().rem_euclid(1000));
+            let exp = app.now() - 60;
+            let a = app.assertion("bot").claim("exp", json!(exp)).claim("iat", json!(exp - 60)).sign();
+            let r = app.client_credentials(&a, DOCS, None).await;
+            if r.status == 200 {
+                break (a, exp + 60);
+            }
+            // Only if this machine took the whole second to answer: the assertion expired.
+            r.assert_error(401, "invalid_client");
+            tries += 1;
+            assert!(tries < 3, "{replay:?}: never accepted in its last second: {}", r.text);
+        };
+        // Back to the start of that second: the checklist still accepts the assertion, so only
+        // the spent record can refuse it.
+        app.clock.advance_ms(last_second * 1000 - app.clock.now_ms());
+        let again = app.client_credentials(&a, DOCS, None).await;
+        again.assert_error(401, "invalid_client");
+        let d = again.body["error_description"].as_str().unwrap_or_default();
+        assert!(d.contains("already used"), "{replay:?}: {d}");
+    }
 }
