@@ -101,6 +101,21 @@ mod tests {
         assert_eq!(store.spend(&key, exp + 20_000, &T).await.expect("ok"), Spend::Fresh);
     }
 
+    /// An entry lives until its `expires_at_ms`, exclusive: that is the first millisecond its
+    /// JWT is refused ([`crate::client_auth::Skew::refused_from_ms`]), so it is kept the
+    /// millisecond before and forgotten at that one.
+    #[test]
+    fn purge_forgets_an_entry_at_its_expiry_not_before() {
+        let mut shard = Shard::default();
+        let key = ReplayKey::for_jti("agent", "jti-1");
+        shard.live.insert(key, 5_000);
+        shard.by_expiry.push(Reverse((5_000, key)));
+        shard.purge(4_999);
+        assert!(shard.live.contains_key(&key));
+        shard.purge(5_000);
+        assert!(!shard.live.contains_key(&key) && shard.by_expiry.is_empty());
+    }
+
     #[tokio::test]
     async fn full_store_refuses_instead_of_evicting() {
         let clock = OffsetClock::new();
