@@ -50,6 +50,13 @@ impl RedisServer {
         server
     }
 
+    /// On a free port with `extra` arguments, ready.
+    pub fn start_on_with(extra: &[&str]) -> RedisServer {
+        let server = Self::spawn_with(free_port(), extra);
+        server.wait_ready();
+        server
+    }
+
     /// `redis-server` on `port` (plain, no persistence) with `extra` arguments; not waited for.
     pub fn spawn_with(port: u16, extra: &[&str]) -> RedisServer {
         let port_arg = port.to_string();

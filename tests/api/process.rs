@@ -285,6 +285,36 @@ pub fn redis_command(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+// ---- Replay store checks at start -----------------------------------------------------------
+
+/// At start the broker reads the replay store's markers in the background and warns when
+/// Redis may evict keys on its own (any `maxmemory-policy` but `noeviction`): an evicted
+/// spent assertion can be replayed (RFC 7523 §3 item 7), and the operator is told how to
+/// set Redis instead. With `noeviction` it says the record is intact, and no warning.
+#[tokio::test]
+async fn start_warns_when_redis_may_evict_spent_assertions() {
+    let evicting = RedisServer::start_on_with(&["--maxmemory-policy", "allkeys-lru"]);
+    for (url, warns) in [(evicting.url(), true), (shared_redis_url(), false)] {
+        let replay = format!(
+            "[replay]\nbackend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{}\"\n",
+            unique_prefix()
+        );
+        let p = Proc::start(&policy_toml(), &replay, &[]);
+        let said =
+            eventually(Duration::from_secs(10), || async { p.stderr().contains("its record is intact") })
+                .await;
+        assert!(said, "{url}: the background check reports the record\n{}", p.stderr());
+        let warned = eventually(Duration::from_secs(if warns { 10 } else { 1 }), || async {
+            p.stderr().contains("may evict spent assertions")
+        })
+        .await;
+        assert_eq!(warned, warns, "{url}\n{}", p.stderr());
+        if warns {
+            assert!(p.stderr().contains("allkeys-lru"), "the policy in use is named\n{}", p.stderr());
+        }
+    }
+}
+
 // ---- Reload --------------------------------------------------------------------------------
 
 /// SIGHUP with a valid policy: the new agent gets tokens, the removed one is refused. Then
