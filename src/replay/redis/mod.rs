@@ -203,10 +203,10 @@ impl Inner {
     ) -> Result<Outcome, ReplayError> {
         let marker = self.keys.marker(group);
         let slot = self.keys.slot(group);
-        let count = if spent.is_some() && self.min_replica_acks > 0 { 2 } else { 1 };
-        let mut replies = self
-            .bounded(self.link.run(slot, self.pipeline(true, marker, spent, now_ms, ttl_ms), count))
-            .await?;
+        let by_sha = self.pipeline(true, marker, spent, now_ms, ttl_ms);
+        // The replies expected: the script's, and WAIT's when the pipeline has it.
+        let count = by_sha.len();
+        let mut replies = self.bounded(self.link.run(slot, by_sha, count)).await?;
         if matches!(replies.first(), Some(Value::ServerError(e)) if e.code() == "NOSCRIPT") {
             replies = self
                 .bounded(self.link.run(slot, self.pipeline(false, marker, spent, now_ms, ttl_ms), count))
@@ -342,9 +342,9 @@ fn parse_script_reply(v: Option<Value>) -> Result<(bool, i64, bool), ReplayError
     let bad = || ReplayError::Unavailable("unexpected reply from the replay script".into());
     let Some(Value::Array(items)) = v else { return Err(v.as_ref().map_or_else(bad, unexpected)) };
     let [Value::Int(spent), gen, Value::Int(created)] = items.as_slice() else { return Err(bad()) };
+    // The marker comes back as a string (GET's reply, or the script's ARGV[1]).
     let marker_ms = match gen {
         Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok()),
-        Value::Int(n) => Some(*n),
         _ => None,
     }
     // A marker that is not a time is not trusted: refuse until an operator deletes it (which
@@ -379,5 +379,43 @@ impl ReplayStore for RedisStore {
 
     async fn readiness(&self) -> Result<Readiness, ReplayError> {
         self.inner.readiness().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn store(min_replica_acks: u32) -> RedisStore {
+        let config = RedisConfig {
+            topology: Topology::Single { url: "redis://127.0.0.1:1".into() },
+            tls_ca_pem: None,
+            key_prefix: "t:".into(),
+            command_timeout: Duration::from_millis(250),
+            min_replica_acks,
+            replica_ack_timeout_ms: 100,
+            tolerances: Tolerances { max_lifetime_secs: 300, future_skew_secs: 5, past_skew_secs: 60 },
+        };
+        RedisStore::new(&config, Arc::new(SystemClock)).expect("no connection is made yet")
+    }
+
+    fn commands(s: &RedisStore, spent: Option<&str>) -> (usize, String) {
+        let pipe = s.inner.pipeline(true, "m", spent, 1_000, 60_000);
+        (pipe.len(), String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned())
+    }
+
+    /// `WAIT` follows a spend only when replicas must confirm it; a readiness probe (no spent
+    /// key) never waits for replicas, and without `min_replica_acks` nothing waits.
+    #[tokio::test]
+    async fn wait_follows_a_spend_only_when_replicas_must_confirm_it() {
+        let (n, packed) = commands(&store(1), Some("k"));
+        assert_eq!(n, 2);
+        assert!(packed.contains("EVALSHA") && packed.contains("WAIT"), "{packed}");
+        for (acks, spent) in [(1, None), (0, Some("k")), (0, None)] {
+            let (n, packed) = commands(&store(acks), spent);
+            assert_eq!(n, 1, "acks {acks}, spent {spent:?}");
+            assert!(!packed.contains("WAIT"), "acks {acks}, spent {spent:?}: {packed}");
+        }
     }
 }
