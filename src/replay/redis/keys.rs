@@ -134,6 +134,20 @@ mod tests {
         assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
     }
 
+    /// Spent keys spread over every group, about evenly: a group lost (a Cluster master
+    /// wiped or failed over) then closes only its share of assertions.
+    #[test]
+    fn spent_keys_spread_over_every_group() {
+        let mut per_group = [0usize; GROUPS];
+        for i in 0..6400 {
+            let g = group_of("agent", &format!("jti-{i}"));
+            assert_eq!(g, group(&ReplayKey::for_jti("agent", &format!("jti-{i}"))));
+            per_group[g] += 1;
+        }
+        // 100 expected per group; a fair hash stays well inside 50..=150.
+        assert!(per_group.iter().all(|&n| (50..=150).contains(&n)), "{per_group:?}");
+    }
+
     #[test]
     fn every_group_gets_its_own_slot_range() {
         let keys = Keys::new("agent-sts:");
