@@ -315,6 +315,46 @@ async fn start_warns_when_redis_may_evict_spent_assertions() {
     }
 }
 
+/// A loss of the replay record (here FLUSHALL) is logged at WARN when a broker first sees
+/// it, once per loss, not once per request or per key group: the first request after it
+/// logs it, `/readyz` finding the other 63 groups' markers missing (re-created together)
+/// logs it once more, and later requests add nothing.
+#[tokio::test]
+async fn a_lost_replay_record_is_logged_once_when_first_seen() {
+    let redis = RedisServer::start();
+    let replay = format!("[replay]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+    let p = Proc::start(&policy_toml(), &replay, &[]);
+    let lines = || p.stderr().matches("replay record lost").count();
+    assert!(
+        eventually(Duration::from_secs(10), || async { p.stderr().contains("its record is intact") }).await,
+        "{}",
+        p.stderr()
+    );
+    assert_eq!(lines(), 0);
+    redis_command(redis.port, &["FLUSHALL"]);
+    p.token("bot", DOCS).await.assert_error(503, "temporarily_unavailable");
+    assert!(eventually(Duration::from_secs(5), || async { lines() == 1 }).await, "{}", p.stderr());
+    let ready: serde_json::Value = p
+        .http
+        .get(format!("{}/readyz", p.issuer))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["replay_record_lost"]["groups_affected"], 64, "{ready}");
+    assert!(eventually(Duration::from_secs(5), || async { lines() == 2 }).await, "{}", p.stderr());
+    // Refused while fresh assertions wait out the future skew, then accepted: no more lines.
+    for _ in 0..5 {
+        let status = p.token("bot", DOCS).await.status;
+        assert!(status == 503 || status == 200, "{status}");
+    }
+    p.http.get(format!("{}/readyz", p.issuer)).send().await.expect("GET /readyz");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lines(), 2, "{}", p.stderr());
+}
+
 // ---- Reload --------------------------------------------------------------------------------
 
 /// SIGHUP with a valid policy: the new agent gets tokens, the removed one is refused. Then
