@@ -216,3 +216,74 @@ async fn spend_not_confirmed_by_a_replica_gives_503() {
     // Spent on the master: the same assertion is a replay now, never a token.
     app.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
 }
+
+/// A trusted issuer's single-use token is not held to our assertion lifetime cap, so its
+/// `exp` says nothing about whether it was presented before a loss of the replay record
+/// (RFC 7523 section 3 item 7). One issued before the loss stays refused for as long as it
+/// passes the checklist, also after the loss window that frees agents' assertions has
+/// ended; one issued after the loss is accepted.
+#[tokio::test]
+async fn rfc7523_3_platform_token_from_before_a_loss_is_refused_after_the_window() {
+    use crate::idp::{wait_until, Idp, JWKS_PATH};
+    let redis = RedisServer::start();
+    let idp = Idp::start();
+    let policy = format!(
+        r#"
+[[issuer]]
+id = "ci"
+issuer = "{}"
+jwks_uri = "{}"
+algorithms = ["RS256"]
+max_token_age_secs = 7200
+
+[[agent]]
+id = "ci-bot"
+[[agent.allow]]
+server = "docs"
+scopes = ["read"]
+default_scopes = ["read"]
+
+[[federation]]
+id = "ci-main"
+issuer = "ci"
+agent = "ci-bot"
+[federation.claims]
+repository = "acme/x"
+"#,
+        idp.issuer(),
+        idp.jwks_uri()
+    );
+    let app = TestApp::spawn_with(AppOptions {
+        redis_url: Some(redis.url()),
+        extra_policy: policy,
+        tweak: tweak(|s| s.issuers.retry_initial_ms = 50),
+        ..AppOptions::default()
+    })
+    .await;
+    assert!(wait_until(Duration::from_secs(10), || idp.requests(JWKS_PATH) > 0).await, "keys fetched");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let token = |iat: i64| {
+        let claims = json!({"iss": idp.issuer(), "aud": app.issuer, "sub": "repo:acme/x",
+            "jti": agent_sts::crypto::random_id(), "iat": iat, "nbf": iat, "exp": iat + 3600,
+            "repository": "acme/x"});
+        idp.sign(&claims, "rsa-1")
+    };
+    let before = token(app.now() - 30);
+    redis_cmd(&redis.url(), &["FLUSHALL"]).await.expect("FLUSHALL");
+    let ready = app.get("/readyz").await;
+    let ends = ready.body["replay_record_lost"]["window_ends_at"].as_i64().expect("window end");
+    // Past the end of the window, the token still passes every other check.
+    app.clock.advance_secs(ends + 1 - app.now());
+    let grant = [("grant_type", GRANT_JWT_BEARER), ("assertion", before.as_str()), ("resource", DOCS)];
+    let r = app.post_token(&grant).await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert!(
+        r.body["error_description"].as_str().unwrap_or_default().contains("replay record was lost"),
+        "{}",
+        r.text
+    );
+    let after = token(app.now());
+    app.post_token(&[("grant_type", GRANT_JWT_BEARER), ("assertion", after.as_str()), ("resource", DOCS)])
+        .await
+        .assert_ok();
+}
