@@ -156,7 +156,12 @@ fn seed_replay_markers(config: &str) {
         return;
     }
     let url = replay.get("redis_url").and_then(|u| u.as_str()).unwrap_or("redis://127.0.0.1:6379");
-    let port: u16 = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("port");
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .and_then(|p| p.parse().ok())
+        .expect("port");
     let prefix = replay.get("key_prefix").and_then(|p| p.as_str()).unwrap_or("agent-sts:");
     let long_ago = ((now() - 86_400) * 1000).to_string();
     for marker in agent_sts::replay::marker_key_names(prefix) {
@@ -294,7 +299,9 @@ pub fn redis_command(port: u16, args: &[&str]) -> String {
 #[tokio::test]
 async fn start_warns_when_redis_may_evict_spent_assertions() {
     let evicting = RedisServer::start_on_with(&["--maxmemory-policy", "allkeys-lru"]);
-    for (url, warns) in [(evicting.url(), true), (shared_redis_url(), false)] {
+    // RESP3 answers CONFIG GET with a map, RESP2 with an array.
+    let resp3 = format!("{}/?protocol=resp3", evicting.url());
+    for (url, warns) in [(evicting.url(), true), (resp3, true), (shared_redis_url(), false)] {
         let replay = format!(
             "[replay]\nbackend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{}\"\n",
             unique_prefix()

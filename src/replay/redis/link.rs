@@ -193,7 +193,8 @@ impl Link {
                 c.conn().await?.route_command(cmd, all).await?
             }
         };
-        // Single: [name, value]; cluster: one such reply per master, keyed by address.
+        // Single: [name, value] (RESP2) or {name: value} (RESP3), names and values as bulk
+        // strings; cluster: one such reply per master, keyed by address.
         let mut strings = Vec::new();
         flatten(&reply, &mut strings);
         Ok(strings.windows(2).filter(|w| w[0] == name).map(|w| w[1].clone()).collect())
@@ -203,7 +204,6 @@ impl Link {
 fn flatten(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => out.push(s.clone()),
         Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| flatten(i, out)),
         Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
             flatten(k, out);
