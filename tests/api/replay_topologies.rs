@@ -219,3 +219,26 @@ async fn sentinel_names_the_master_and_the_broker_follows_a_failover() {
     assert!(served.is_some(), "the broker spends on the new master");
     app.client_credentials(&a, DOCS, None).await.assert_error(401, "invalid_client");
 }
+
+/// Sentinels reached over plain `redis://` beside a master reached over `rediss://` with a
+/// private CA (`replay.tls_ca_file`): the CA is for the TLS connections only, so the broker
+/// starts (a TLS client cannot be built for a plain URL). Nothing answers at those addresses:
+/// it is up and not ready.
+#[tokio::test]
+async fn plain_sentinels_beside_a_tls_master_with_a_private_ca() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca, _) = test_pki(dir.path());
+    let (sentinel, master) = (free_port(), free_port());
+    let app = TestApp::spawn_with(AppOptions {
+        tweak: Some(Arc::new(move |s| {
+            s.replay.topology = RedisTopology::Sentinel;
+            s.replay.nodes = vec![format!("redis://127.0.0.1:{sentinel}")];
+            s.replay.sentinel_master = Some("mymaster".into());
+            s.replay.redis_url = format!("rediss://127.0.0.1:{master}");
+            s.replay.tls_ca_file = Some(ca.clone());
+        })),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.status, 503);
+}
