@@ -69,12 +69,35 @@ impl ReplayStore for Instrumented<'_> {
         let started = std::time::Instant::now();
         let r = self.store.spend(key, expires_at_ms, times).instrument(span).await;
         self.metrics.replay_call(started.elapsed(), r.is_err());
+        if let Err(e) = &r {
+            log_store_failure(e);
+        }
         r
     }
 
     async fn readiness(&self) -> Result<Readiness, ReplayError> {
         self.store.readiness().await
     }
+}
+
+/// The cause of a failed spend, for the operator (the client's 503 says only what it can do):
+/// at WARN, at most once a second per process so that an outage does not flood the log (the
+/// metrics count every failure). A lost record is logged where it is found, once per loss.
+fn log_store_failure(e: &ReplayError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    if matches!(e, ReplayError::RecordLost { .. }) {
+        return;
+    }
+    let second = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    if LAST.swap(second, Ordering::Relaxed) == second {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    tracing::warn!(error = %e, suppressed, "replay spend failed; the request was refused (503)");
 }
 
 /// A token issued, with what the audit log records about it (never the token itself).

@@ -362,6 +362,24 @@ async fn a_lost_replay_record_is_logged_once_when_first_seen() {
     assert_eq!(lines(), 2, "{}", p.stderr());
 }
 
+/// Redis refusing the spend (here: out of memory under `noeviction`) is a 503 for the
+/// client (fail closed) and its cause, with Redis's error code, is in the broker's log for
+/// the operator; the answer's description only says to retry.
+#[tokio::test]
+async fn a_redis_error_refuses_the_token_and_its_cause_is_logged() {
+    let redis = RedisServer::start();
+    let replay = format!("[replay]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+    let p = Proc::start(&policy_toml(), &replay, &[]);
+    p.token("bot", DOCS).await.assert_ok();
+    redis_command(redis.port, &["CONFIG", "SET", "maxmemory", "1"]);
+    let r = p.token("bot", DOCS).await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert!(!r.text.contains("OOM"), "{}", r.text);
+    let logged =
+        eventually(Duration::from_secs(5), || async { p.stderr().contains("replay spend failed") }).await;
+    assert!(logged && p.stderr().contains("Redis error OOM"), "{}", p.stderr());
+}
+
 // ---- Reload --------------------------------------------------------------------------------
 
 /// SIGHUP with a valid policy: the new agent gets tokens, the removed one is refused. Then
