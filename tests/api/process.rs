@@ -341,6 +341,8 @@ async fn a_lost_replay_record_is_logged_once_when_first_seen() {
     redis_command(redis.port, &["FLUSHALL"]);
     p.token("bot", DOCS).await.assert_error(503, "temporarily_unavailable");
     assert!(eventually(Duration::from_secs(5), || async { lines() == 1 }).await, "{}", p.stderr());
+    // This broker's spend re-created the group's marker (another broker's would say false).
+    assert!(p.stderr().contains("created_by_this_broker=true"), "{}", p.stderr());
     let ready: serde_json::Value = p
         .http
         .get(format!("{}/readyz", p.issuer))
@@ -378,6 +380,16 @@ async fn a_redis_error_refuses_the_token_and_its_cause_is_logged() {
     let logged =
         eventually(Duration::from_secs(5), || async { p.stderr().contains("replay spend failed") }).await;
     assert!(logged && p.stderr().contains("Redis error OOM"), "{}", p.stderr());
+    // Redis gone: the log says the connection failed (a line a second at most, so retry).
+    drop(redis);
+    let said = eventually(Duration::from_secs(10), || async {
+        p.token("bot", DOCS).await.assert_error(503, "temporarily_unavailable");
+        let log = p.stderr();
+        log.contains("replay store unavailable: connection refused")
+            || log.contains("replay store unavailable: connection lost")
+    })
+    .await;
+    assert!(said, "{}", p.stderr());
 }
 
 // ---- Reload --------------------------------------------------------------------------------
