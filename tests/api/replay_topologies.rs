@@ -242,3 +242,75 @@ async fn plain_sentinels_beside_a_tls_master_with_a_private_ca() {
     .await;
     assert_eq!(app.get("/readyz").await.status, 503);
 }
+
+/// A stand-in for a Sentinel that names `addr_port` as the master of any name: a minimal
+/// RESP server on a free port (`+OK` to everything else). For what a real Sentinel only
+/// does briefly during a failover: naming a server that is not a master.
+fn fake_sentinel(addr_port: u16) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().expect("clone");
+                let mut lines = BufReader::new(conn);
+                let mut line = String::new();
+                // One command: *N, then N times $len and the argument.
+                while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let n: usize = line.trim().trim_start_matches('*').parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..2 * n {
+                        line.clear();
+                        if lines.read_line(&mut line).is_err() {
+                            return;
+                        }
+                        args.push(line.trim().to_ascii_lowercase());
+                    }
+                    let reply = if args.iter().any(|a| a == "get-master-addr-by-name") {
+                        format!(
+                            "*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{addr_port}\r\n",
+                            addr_port.to_string().len()
+                        )
+                    } else {
+                        "+OK\r\n".to_string()
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Sentinel naming a replica (as it can for a moment during a failover): the broker checks
+/// `ROLE` and refuses to spend there (503, fail closed), even on a replica that would take
+/// the write (`replica-read-only no`): a resync would drop the spent key, and the
+/// assertion could be replayed.
+#[tokio::test]
+async fn sentinel_naming_a_replica_is_not_used_as_the_master() {
+    let master = RedisServer::start();
+    let replica = RedisServer::spawn_with(
+        free_port(),
+        &["--replicaof", "127.0.0.1", &master.port.to_string(), "--replica-read-only", "no"],
+    );
+    replica.wait_ready();
+    let sentinel = fake_sentinel(replica.port);
+    let app = TestApp::spawn_with(AppOptions {
+        tweak: Some(Arc::new(move |s| {
+            s.replay.topology = RedisTopology::Sentinel;
+            s.replay.nodes = vec![format!("redis://127.0.0.1:{sentinel}")];
+            s.replay.sentinel_master = Some("mymaster".into());
+            s.replay.redis_url = "redis://sentinel-names-the-host:1".into();
+        })),
+        ..AppOptions::default()
+    })
+    .await;
+    app.client_credentials(&app.assertion("bot").sign(), DOCS, None)
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    assert_eq!(app.get("/readyz").await.status, 503);
+}
