@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::client_auth::{check, AuthError, Expect, JwtError, Role, TypRule};
 use crate::policy::{Agent, Server};
 use crate::protocol::{OAuthError, MAX_TOKEN_LEN};
-use crate::replay::{AssertionTimes, ReplayKey, ReplayStore, Spend};
+use crate::replay::Spend;
 use crate::telemetry::SPAN_TARGET;
 use serde_json::{Map, Value};
 use tracing::Instrument;
@@ -155,16 +155,10 @@ impl Broker {
             Caller::Server(s) => format!("server:{}", s.id),
         };
         let jti = checked.claims.jti().unwrap_or_default();
-        let until_ms = self.rules.skew.refused_from_ms(checked.exp);
         let span = tracing::info_span!(target: SPAN_TARGET, "replay.spend", backend = self.replay.kind());
-        let times = AssertionTimes {
-            iat: checked.claims.iat(),
-            nbf: checked.claims.nbf(),
-            exp: checked.exp,
-            lifetime_capped: true,
-        };
-        match self.replay.spend(&ReplayKey::for_jti(&namespace, jti), until_ms, &times).instrument(span).await
-        {
+        let spent =
+            crate::client_auth::spend(&*self.replay, &namespace, jti, &checked, self.rules.skew, true);
+        match spent.instrument(span).await {
             Ok(Spend::Fresh) => Ok(checked.who),
             Ok(Spend::Replayed) => {
                 self.shared.metrics.replay_refused();
