@@ -78,12 +78,7 @@ async fn world() -> World {
         ..AppOptions::default()
     })
     .await;
-    let loaded = wait_until(Duration::from_secs(10), || {
-        idp.requests(JWKS_PATH) > 0 && enterprise.requests(JWKS_PATH) > 0
-    })
-    .await;
-    assert!(loaded, "the broker fetched both issuers' keys");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::idp::wait_keys_fetched(&[&idp, &enterprise]).await;
     World { idp, enterprise, app }
 }
 

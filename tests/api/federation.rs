@@ -6,7 +6,7 @@
 //! keys are not known yet is 503 `temporarily_unavailable`.
 
 use crate::helpers::*;
-use crate::idp::{wait_until, Behaviour, Idp, JWKS_PATH};
+use crate::idp::{Behaviour, Idp, JWKS_PATH};
 use agent_sts::crypto::Alg;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -125,12 +125,7 @@ async fn platforms() -> Platforms {
 
 impl Platforms {
     async fn wait_loaded(&self) {
-        let idps = [&self.github, &self.gitlab, &self.k8s];
-        let loaded =
-            wait_until(Duration::from_secs(10), || idps.iter().all(|i| i.requests(JWKS_PATH) > 0)).await;
-        assert!(loaded, "the broker fetched every issuer's keys at start");
-        // The fetch was answered; give the cache a moment to swap the keys in.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        crate::idp::wait_keys_fetched(&[&self.github, &self.gitlab, &self.k8s]).await;
     }
 
     /// A GitHub Actions ID token (the claims GitHub documents), for the deploy workflow on main.

@@ -513,6 +513,14 @@ impl TlsCert {
 }
 
 /// Poll `cond` every 10 ms until it holds or `limit` passes; true when it held.
+/// Wait until the broker has fetched every one of `idps`' JWKS (at start), then give its key
+/// cache a moment to swap the keys in. Panics after 10 s.
+pub async fn wait_keys_fetched(idps: &[&Idp]) {
+    let loaded = wait_until(Duration::from_secs(10), || idps.iter().all(|i| i.requests(JWKS_PATH) > 0)).await;
+    assert!(loaded, "the broker fetched every issuer's keys at start");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {

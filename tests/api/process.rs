@@ -277,6 +277,11 @@ async fn sigint_exits_0() {
     assert!(p.stderr().contains("in-flight requests finish"), "{}", p.stderr());
 }
 
+/// A `[replay]` section on the Redis at `url`.
+fn redis_replay(url: &str) -> String {
+    format!("[replay]\nbackend = \"redis\"\nredis_url = \"{url}\"\n")
+}
+
 /// One Redis command over a raw connection (RESP).
 pub fn redis_command(port: u16, args: &[&str]) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("redis");
@@ -302,10 +307,7 @@ async fn start_warns_when_redis_may_evict_spent_assertions() {
     // RESP3 answers CONFIG GET with a map, RESP2 with an array.
     let resp3 = format!("{}/?protocol=resp3", evicting.url());
     for (url, warns) in [(evicting.url(), true), (resp3, true), (shared_redis_url(), false)] {
-        let replay = format!(
-            "[replay]\nbackend = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{}\"\n",
-            unique_prefix()
-        );
+        let replay = format!("{}key_prefix = \"{}\"\n", redis_replay(&url), unique_prefix());
         let p = Proc::start(&policy_toml(), &replay, &[]);
         let said =
             eventually(Duration::from_secs(10), || async { p.stderr().contains("its record is intact") })
@@ -329,8 +331,7 @@ async fn start_warns_when_redis_may_evict_spent_assertions() {
 #[tokio::test]
 async fn a_lost_replay_record_is_logged_once_when_first_seen() {
     let redis = RedisServer::start();
-    let replay = format!("[replay]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
-    let p = Proc::start(&policy_toml(), &replay, &[]);
+    let p = Proc::start(&policy_toml(), &redis_replay(&redis.url()), &[]);
     let lines = || p.stderr().matches("replay record lost").count();
     assert!(
         eventually(Duration::from_secs(10), || async { p.stderr().contains("its record is intact") }).await,
@@ -370,8 +371,7 @@ async fn a_lost_replay_record_is_logged_once_when_first_seen() {
 #[tokio::test]
 async fn a_redis_error_refuses_the_token_and_its_cause_is_logged() {
     let redis = RedisServer::start();
-    let replay = format!("[replay]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
-    let p = Proc::start(&policy_toml(), &replay, &[]);
+    let p = Proc::start(&policy_toml(), &redis_replay(&redis.url()), &[]);
     p.token("bot", DOCS).await.assert_ok();
     redis_command(redis.port, &["CONFIG", "SET", "maxmemory", "1"]);
     let r = p.token("bot", DOCS).await;

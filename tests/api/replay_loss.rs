@@ -224,7 +224,7 @@ async fn spend_not_confirmed_by_a_replica_gives_503() {
 /// ended; one issued after the loss is accepted.
 #[tokio::test]
 async fn rfc7523_3_platform_token_from_before_a_loss_is_refused_after_the_window() {
-    use crate::idp::{wait_until, Idp, JWKS_PATH};
+    use crate::idp::Idp;
     let redis = RedisServer::start();
     let idp = Idp::start();
     let policy = format!(
@@ -260,8 +260,7 @@ repository = "acme/x"
         ..AppOptions::default()
     })
     .await;
-    assert!(wait_until(Duration::from_secs(10), || idp.requests(JWKS_PATH) > 0).await, "keys fetched");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::idp::wait_keys_fetched(&[&idp]).await;
     let token = |iat: i64| {
         let claims = json!({"iss": idp.issuer(), "aud": app.issuer, "sub": "repo:acme/x",
             "jti": agent_sts::crypto::random_id(), "iat": iat, "nbf": iat, "exp": iat + 3600,

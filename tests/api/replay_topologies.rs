@@ -79,6 +79,15 @@ fn over_tls(port: u16, ca: PathBuf) -> AppOptions {
     }
 }
 
+/// The replay store behind the Sentinel at `sentinel` (a `redis://` URL), for the master it
+/// calls `mymaster`; `master_url` gives the scheme (its address is Sentinel's answer).
+fn via_sentinel(s: &mut agent_sts::config::Settings, sentinel: String, master_url: &str) {
+    s.replay.topology = RedisTopology::Sentinel;
+    s.replay.nodes = vec![sentinel];
+    s.replay.sentinel_master = Some("mymaster".into());
+    s.replay.redis_url = master_url.into();
+}
+
 /// `rediss://` to a redis-server with a certificate from a private CA: the broker that
 /// trusts that CA spends there; one that trusts another CA refuses the server (503, not
 /// ready), so no token is issued against an unauthenticated store.
@@ -187,11 +196,8 @@ async fn sentinel_names_the_master_and_the_broker_follows_a_failover() {
     let app = TestApp::spawn_with(AppOptions {
         key_prefix: Some(prefix),
         tweak: Some(Arc::new(move |s| {
-            s.replay.topology = RedisTopology::Sentinel;
-            s.replay.nodes = vec![sentinel_url.clone()];
-            s.replay.sentinel_master = Some("mymaster".into());
-            // Only the scheme (and credentials) of this URL count; the address is Sentinel's.
-            s.replay.redis_url = "redis://sentinel-names-the-host:1".into();
+            // Only the scheme (and credentials) of the master URL count.
+            via_sentinel(s, sentinel_url.clone(), "redis://sentinel-names-the-host:1");
             s.replay.min_replica_acks = 1;
             s.replay.replica_ack_timeout_ms = 1500;
             s.replay.command_timeout_ms = 3000;
@@ -231,10 +237,7 @@ async fn plain_sentinels_beside_a_tls_master_with_a_private_ca() {
     let (sentinel, master) = (free_port(), free_port());
     let app = TestApp::spawn_with(AppOptions {
         tweak: Some(Arc::new(move |s| {
-            s.replay.topology = RedisTopology::Sentinel;
-            s.replay.nodes = vec![format!("redis://127.0.0.1:{sentinel}")];
-            s.replay.sentinel_master = Some("mymaster".into());
-            s.replay.redis_url = format!("rediss://127.0.0.1:{master}");
+            via_sentinel(s, format!("redis://127.0.0.1:{sentinel}"), &format!("rediss://127.0.0.1:{master}"));
             s.replay.tls_ca_file = Some(ca.clone());
         })),
         ..AppOptions::default()
@@ -301,10 +304,7 @@ async fn sentinel_naming_a_replica_is_not_used_as_the_master() {
     let sentinel = fake_sentinel(replica.port);
     let app = TestApp::spawn_with(AppOptions {
         tweak: Some(Arc::new(move |s| {
-            s.replay.topology = RedisTopology::Sentinel;
-            s.replay.nodes = vec![format!("redis://127.0.0.1:{sentinel}")];
-            s.replay.sentinel_master = Some("mymaster".into());
-            s.replay.redis_url = "redis://sentinel-names-the-host:1".into();
+            via_sentinel(s, format!("redis://127.0.0.1:{sentinel}"), "redis://sentinel-names-the-host:1");
         })),
         ..AppOptions::default()
     })
