@@ -438,6 +438,15 @@ impl TestApp {
     }
 
     /// A fresh token for `agent` on `resource` (client credentials).
+    /// The replay store can't be used: a token request is refused with 503 (fail closed) and
+    /// `/readyz` says not ready.
+    pub async fn assert_replay_store_unavailable(&self) {
+        self.client_credentials(&self.assertion("bot").sign(), DOCS, None)
+            .await
+            .assert_error(503, "temporarily_unavailable");
+        assert_eq!(self.get("/readyz").await.status, 503);
+    }
+
     pub async fn token_for(&self, agent_id: &str, resource: &str, scope: Option<&str>) -> String {
         let r = self.client_credentials(&self.assertion(agent_id).sign(), resource, scope).await;
         r.assert_ok();
